@@ -1,0 +1,47 @@
+"""Find the package's data files (config, launch, weights) in every kind of install.
+
+colcon/ament installs them under ``<prefix>/share/mmdrfuse_ros``; ``pip install .`` puts the same
+``data_files`` under ``sys.prefix/share/mmdrfuse_ros``; ``pip install -e .`` leaves them in the
+source tree. The default weights also ship inside the Python package itself, so they are found
+even where no share directory exists.
+"""
+
+from __future__ import annotations
+
+import sys
+from importlib import resources
+from pathlib import Path
+
+PACKAGE = "mmdrfuse_ros"
+DEFAULT_WEIGHTS_NAME = "student_default.pt"
+
+
+def share_dir() -> Path | None:
+    """The directory holding ``config/`` and ``launch/``, or None if none can be found."""
+    try:  # a sourced ROS 2 workspace: the authoritative answer
+        from ament_index_python.packages import get_package_share_directory
+
+        return Path(get_package_share_directory(PACKAGE))
+    except Exception:  # not installed, or package not in the ament index
+        pass
+    candidates = [
+        Path(__file__).resolve().parent.parent,  # source tree / editable install
+        Path(sys.prefix) / "share" / PACKAGE,  # pip install of data_files
+    ]
+    for candidate in candidates:
+        if (candidate / "config").is_dir():
+            return candidate
+    return None
+
+
+def config_path(name: str) -> Path:
+    """Path of ``config/<name>``; FileNotFoundError names where it looked."""
+    root = share_dir()
+    if root is None or not (root / "config" / name).is_file():
+        raise FileNotFoundError(f"config/{name} not found (share directory: {root})")
+    return root / "config" / name
+
+
+def default_weights_path() -> Path:
+    """The shipped student checkpoint, inside the Python package."""
+    return Path(str(resources.files(f"{PACKAGE}.fusion").joinpath("weights", DEFAULT_WEIGHTS_NAME)))
