@@ -1,0 +1,11 @@
+"""Default topic names: the one place they are spelled. Relative names, so namespaces and remaps apply."""
+
+THERMAL_IMAGE = "thermal/image_raw"
+RGB_IMAGE = "rgb/image_raw"
+RGB_CAMERA_INFO = "rgb/camera_info"
+FUSED_IMAGE = "fused/image"
+FUSED_CAMERA_INFO = "fused/camera_info"
+DETECTIONS = "detections"
+DETECTIONS_IMAGE = "detections/image"
+DIAGNOSTICS = "/diagnostics"
+CLOCK = "/clock"
