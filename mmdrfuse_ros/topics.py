@@ -1,4 +1,4 @@
-"""Default topic names: the one place they are spelled. Relative names, so namespaces and remaps apply."""
+"""Default topic names, spelled in one place. Relative, so namespaces and remaps apply."""
 
 THERMAL_IMAGE = "thermal/image_raw"
 RGB_IMAGE = "rgb/image_raw"

@@ -77,7 +77,9 @@ class Checkpoint:
         return net.eval()
 
 
-def validate_state_dict(state: Mapping[str, Any], origin: str = "weights") -> dict[str, torch.Tensor]:
+def validate_state_dict(
+    state: Mapping[str, Any], origin: str = "weights"
+) -> dict[str, torch.Tensor]:
     """Check names, shapes and finiteness; return float32 CPU copies. Raises CheckpointError."""
     if not isinstance(state, Mapping):
         raise CheckpointError(f"{origin}: expected a state dict, found {type(state).__name__}")

@@ -1,0 +1,133 @@
+"""``mmdrfuse fuse``: fuse one pair of files, or two folders of same-named pairs."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+from tqdm import tqdm
+
+from .backends import BACKENDS
+from .model import CheckpointError
+from .pairs import IMAGE_EXTENSIONS, find_layout, match_pairs, read_thermal, read_visible
+from .preprocess import THERMAL_NORMS, FusionInputError
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "fuse",
+        help="fuse thermal/visible image pairs into PNGs",
+        description="Fuse one thermal/visible pair, or every same-named pair of two folders "
+        "(RoadScene/TNO ir/vi, LLVIP infrared/visible; a dataset root with such sub-folders "
+        "works too). Bad pairs are reported by name; every good pair is still written.",
+    )
+    p.add_argument("--ir", type=Path, required=True, help="thermal image file or folder")
+    p.add_argument("--vis", type=Path, help="visible image file or folder (omit if --ir is a "
+                   "dataset root with ir/vi or infrared/visible)")
+    p.add_argument("--out", type=Path, required=True, 
+                   help="output folder (or .png file for one pair)")
+    p.add_argument("--weights", type=Path, help="student checkpoint (default: shipped weights)")
+    p.add_argument("--backend", choices=BACKENDS, default="auto")
+    p.add_argument("--device", help="cpu, cuda or cuda:N (torch backend)")
+    p.add_argument("--fp16", action="store_true", help="half precision on CUDA")
+    p.add_argument("--thermal-norm", choices=THERMAL_NORMS, default="auto",
+                   help="auto: 8-bit as is, 16-bit by percentile clip (default)")
+    p.add_argument("--percentiles", type=float, nargs=2, default=(1.0, 99.0), metavar=("LO", "HI"))
+    p.add_argument("--window", type=float, nargs=2, metavar=("LO", "HI"),
+                   help="fixed window in raw thermal units (with --thermal-norm fixed)")
+    p.add_argument("--homography", type=Path,
+                   help="3x3 thermal->visible homography: .npy, .json or whitespace text")
+    p.add_argument("--color", choices=("bgr", "gray"), default="bgr",
+                   help="colour output (visible chroma restored) or grey")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=run)
+
+
+def load_homography(path: Path) -> np.ndarray:
+    """A 3x3 matrix from .npy, .json (nested or flat list) or text; ValueError if unusable."""
+    try:
+        if path.suffix == ".npy":
+            values = np.load(path)
+        elif path.suffix == ".json":
+            values = np.asarray(json.loads(path.read_text()), dtype=np.float64)
+        else:
+            values = np.loadtxt(path, dtype=np.float64)
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"homography {path}: cannot be read ({exc})") from None
+    values = np.asarray(values, dtype=np.float64)
+    if values.size != 9:
+        raise ValueError(f"homography {path}: needs 9 values, found {values.size}")
+    return values.reshape(3, 3)
+
+
+def _resolve_jobs(args: argparse.Namespace) -> tuple[list[tuple[str, Path, Path, Path]], list[str]]:
+    """(name, thermal, visible, output) for each pair, and the errors found while pairing."""
+    ir, vis, out = args.ir, args.vis, args.out
+    if vis is None:
+        layout = find_layout(ir) if ir.is_dir() else None
+        if layout is None:
+            return [], [f"--vis is required unless --ir is a dataset root with ir/vi or "
+                        f"infrared/visible sub-folders ({ir})"]
+        ir, vis = layout
+    if ir.is_file() or vis.is_file() or not ir.exists() or not vis.exists():
+        missing = [str(p) for p in (ir, vis) if not p.exists()]
+        if missing:
+            return [], [f"not found: {', '.join(missing)}"]
+        if ir.is_dir() != vis.is_dir():
+            return [], ["--ir and --vis must both be files or both be folders"]
+        target = out if out.suffix.lower() in IMAGE_EXTENSIONS else out / f"{ir.stem}.png"
+        return [(ir.stem, ir, vis, target)], []
+    if out.suffix.lower() in IMAGE_EXTENSIONS:
+        return [], [f"--out must be a folder when fusing folders (got {out})"]
+    listing = match_pairs(ir, vis)
+    errors = [f"{name}: no visible image in {vis}" for name in listing.only_thermal]
+    errors += [f"{name}: no thermal image in {ir}" for name in listing.only_visible]
+    if not listing.pairs and not errors:
+        errors.append(f"no images found in {ir} and {vis}")
+    jobs = [(name, t, v, out / f"{name}.png") for name, t, v in listing.pairs]
+    return jobs, errors
+
+
+def run(args: argparse.Namespace) -> int:
+    from .engine import FusionEngine  # heavy import only when the command runs
+
+    jobs, errors = _resolve_jobs(args)
+    try:
+        homography = load_homography(args.homography) if args.homography else None
+        engine = FusionEngine(
+            backend=args.backend, device=args.device, weights=args.weights, fp16=args.fp16,
+            thermal_norm=args.thermal_norm, thermal_percentiles=tuple(args.percentiles),
+            thermal_window=tuple(args.window) if args.window else None,
+            thermal_smoothing=0.0,  # separate files are not a video: no temporal smoothing
+            homography=homography, output_color=args.color,
+        )
+    except (CheckpointError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    written = 0
+    for name, thermal_path, visible_path, target in tqdm(
+        jobs, desc="fusing", unit="pair", disable=args.quiet or len(jobs) < 2
+    ):
+        try:
+            thermal, visible = read_thermal(thermal_path), read_visible(visible_path)
+            if args.homography is None and thermal.shape[:2] != visible.shape[:2]:
+                raise ValueError(
+                    f"sizes differ (thermal {thermal.shape[:2]}, visible {visible.shape[:2]}); "
+                    "pass --homography to register them"
+                )
+            fused = engine.fuse(thermal, visible)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            if not cv2.imwrite(str(target), fused):
+                raise ValueError(f"cannot write {target}")
+            written += 1
+        except (ValueError, FusionInputError) as exc:
+            errors.append(f"{name}: {exc}")
+    for message in errors:
+        print(f"error: {message}", file=sys.stderr)
+    print(f"fused {written} of {len(jobs)} pair(s) into {args.out}"
+          + (f"; {len(errors)} problem(s) reported above" if errors else ""))
+    return 1 if errors else 0

@@ -1,0 +1,214 @@
+"""FusionEngine: the one entry point that the nodes, the CLI and the tools use.
+
+    engine = FusionEngine(backend="auto", device=None, weights=None, thermal_norm="percentile")
+    fused = engine.fuse(thermal, visible)   # NumPy in, NumPy out, in the visible geometry
+
+A frame goes through three stages, each usable (and timed) on its own:
+``prepare`` (thermal normalisation, registration, visible luma/chroma split) ->
+``fuse_luma`` (the 113-parameter network on a backend) -> ``finish`` (colour restore, dtype).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..resources import default_weights_path
+from .backends import Backend, create_backend
+from .model import load_checkpoint
+from .preprocess import (
+    OUTPUT_COLORS,
+    OUTPUT_DTYPES,
+    FusionInputError,
+    ThermalNormalizer,
+    VisiblePlanes,
+    check_thermal,
+    check_visible,
+    compose_output,
+    register_thermal,
+    split_visible,
+    validate_homography,
+)
+
+log = logging.getLogger("mmdrfuse_ros.fusion")
+
+
+@dataclass
+class FusionSettings:
+    """Everything about a fusion except the backend, device and weights. Validated on creation."""
+
+    fp16: bool = False
+    channels_last: bool = True
+    thermal_norm: str = "percentile"
+    thermal_window: tuple[float, float] | None = None
+    thermal_percentiles: tuple[float, float] = (1.0, 99.0)
+    thermal_smoothing: float = 0.9
+    homography: Any = None
+    visible_order: str = "bgr"
+    output_color: str = "bgr"
+    output_dtype: str = "uint8"
+    extra: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.extra:
+            raise ValueError(f"unknown fusion setting(s): {sorted(self.extra)}")
+        if self.visible_order not in ("bgr", "rgb"):
+            raise ValueError(f"visible_order must be 'bgr' or 'rgb', got {self.visible_order!r}")
+        if self.output_color not in OUTPUT_COLORS:
+            raise ValueError(f"output_color must be one of {OUTPUT_COLORS}, not {self.output_color!r}")
+        if self.output_dtype not in OUTPUT_DTYPES:
+            raise ValueError(f"output_dtype must be one of {OUTPUT_DTYPES}, not {self.output_dtype!r}")
+        self.homography = validate_homography(self.homography)
+        # Building one checks the normalisation settings with the same messages.
+        ThermalNormalizer(self.thermal_norm, self.thermal_window, self.thermal_percentiles,
+                          self.thermal_smoothing)
+
+    @classmethod
+    def from_kwargs(cls, **settings: Any) -> FusionSettings:
+        known = {f for f in cls.__dataclass_fields__ if f != "extra"}
+        extra = {k: v for k, v in settings.items() if k not in known}
+        return cls(**{k: v for k, v in settings.items() if k in known}, extra=extra)
+
+
+@dataclass
+class PreparedPair:
+    """A pair after ``prepare``: both planes in the visible geometry, in [0, 1]."""
+
+    thermal: np.ndarray  # float32 HxW
+    visible: VisiblePlanes
+
+
+class FusionEngine:
+    """Fuse a thermal and a visible frame with the MMDRFuse student.
+
+    Args:
+        backend: ``auto`` (CUDA if present, else ``cpu-fast``), ``torch`` or ``cpu-fast``.
+        device: ``None``/``auto``, ``cpu``, ``cuda`` or ``cuda:N`` (``torch`` backend).
+        weights: a checkpoint path (ours or the published state dict); None = shipped default.
+        **settings: see :class:`FusionSettings`.
+
+    Not thread-safe: give each thread its own engine (the percentile smoothing has state).
+    """
+
+    def __init__(
+        self,
+        backend: str = "auto",
+        device: str | None = None,
+        weights: str | Path | None = None,
+        **settings: Any,
+    ) -> None:
+        self.settings = FusionSettings.from_kwargs(**settings)
+        weights_path = Path(weights) if weights else default_weights_path()
+        checkpoint = load_checkpoint(weights_path)
+        self.weights_info: dict[str, Any] = {
+            "path": str(weights_path),
+            "format": checkpoint.source_format,
+            "meta": checkpoint.meta,
+        }
+        self._backend: Backend | None = create_backend(
+            backend, device, checkpoint, fp16=self.settings.fp16,
+            channels_last=self.settings.channels_last,
+        )
+        s = self.settings
+        self._normalizer = ThermalNormalizer(
+            s.thermal_norm, s.thermal_window, s.thermal_percentiles, s.thermal_smoothing
+        )
+        self._warned_resize = False
+
+    # -- properties ----------------------------------------------------------------------
+    @property
+    def backend(self) -> Backend:
+        if self._backend is None:
+            raise RuntimeError("FusionEngine is closed")
+        return self._backend
+
+    @property
+    def backend_name(self) -> str:
+        return self.backend.name
+
+    @property
+    def device(self) -> str:
+        return self.backend.device
+
+    @property
+    def thermal_bounds(self) -> tuple[float, float] | None:
+        """Raw-unit window applied to the last thermal frame (for diagnostics)."""
+        return self._normalizer.bounds
+
+    def describe(self) -> dict[str, Any]:
+        """Backend, device, kernel and settings, for logs and diagnostics."""
+        info = {"backend": self.backend_name, "device": self.device,
+                "weights": self.weights_info["path"]}
+        kernel = getattr(self.backend, "kernel", None)
+        if kernel:
+            info["kernel"] = kernel
+        settings = asdict(self.settings)
+        settings.pop("extra")
+        if settings["homography"] is not None:
+            settings["homography"] = np.asarray(settings["homography"]).round(6).tolist()
+        return {**info, **settings}
+
+    # -- the three stages ------------------------------------------------------------------
+    def prepare(self, thermal: np.ndarray, visible: np.ndarray) -> PreparedPair:
+        """Validate, normalise the thermal, bring it into the visible geometry, split the luma."""
+        thermal = check_thermal(thermal)
+        visible = check_visible(visible)
+        size = visible.shape[:2]
+        homography = self.settings.homography
+        if homography is None and thermal.shape != size and not self._warned_resize:
+            log.warning(
+                "thermal %s and visible %s differ in size and no homography is set: resizing "
+                "the thermal image (set a homography for correct registration)",
+                thermal.shape, size,
+            )
+            self._warned_resize = True
+        ir01 = register_thermal(self._normalizer(thermal), size, homography)
+        return PreparedPair(ir01, split_visible(visible, self.settings.visible_order))
+
+    def fuse_luma(self, ir01: np.ndarray, y01: np.ndarray) -> np.ndarray:
+        """The raw network on two same-size float32 planes in [0, 1]; returns float32 [0, 1]."""
+        if ir01.shape != y01.shape or ir01.ndim != 2:
+            raise FusionInputError(
+                f"fuse_luma needs two HxW planes of one size, got {ir01.shape} and {y01.shape}"
+            )
+        out = self.backend.run(np.asarray(ir01, np.float32), np.asarray(y01, np.float32))
+        if not np.isfinite(out).all():
+            raise FusionInputError("the network produced non-finite values")
+        return out
+
+    def finish(self, fused_luma: np.ndarray, prepared: PreparedPair) -> np.ndarray:
+        """Restore the visible chroma and convert to the configured colour layout and dtype."""
+        s = self.settings
+        return compose_output(fused_luma, prepared.visible, s.output_color, s.output_dtype)
+
+    def fuse(self, thermal: np.ndarray, visible: np.ndarray) -> np.ndarray:
+        """Fuse one pair; the result is in the visible camera's geometry."""
+        prepared = self.prepare(thermal, visible)
+        return self.finish(self.fuse_luma(prepared.thermal, prepared.visible.luma), prepared)
+
+    # -- lifecycle --------------------------------------------------------------------------
+    def warmup(self, height: int = 512, width: int = 640, iterations: int = 2) -> None:
+        """Compile kernels, allocate buffers and (on CUDA) pick algorithms before real frames."""
+        plane = np.full((height, width), 0.5, np.float32)
+        for _ in range(iterations):
+            self.fuse_luma(plane, plane)
+
+    def reset(self) -> None:
+        """Forget the smoothed thermal bounds (new camera, bag loop)."""
+        self._normalizer.reset()
+
+    def close(self) -> None:
+        """Release the model and, on CUDA, the GPU memory it held."""
+        if self._backend is not None:
+            self._backend.close()
+            self._backend = None
+
+    def __enter__(self) -> FusionEngine:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
