@@ -28,7 +28,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--ir", type=Path, required=True, help="thermal image file or folder")
     p.add_argument("--vis", type=Path, help="visible image file or folder (omit if --ir is a "
                    "dataset root with ir/vi or infrared/visible)")
-    p.add_argument("--out", type=Path, required=True, 
+    p.add_argument("--out", type=Path, required=True,
                    help="output folder (or .png file for one pair)")
     p.add_argument("--weights", type=Path, help="student checkpoint (default: shipped weights)")
     p.add_argument("--backend", choices=BACKENDS, default="auto")

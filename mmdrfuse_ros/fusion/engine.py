@@ -59,9 +59,9 @@ class FusionSettings:
         if self.visible_order not in ("bgr", "rgb"):
             raise ValueError(f"visible_order must be 'bgr' or 'rgb', got {self.visible_order!r}")
         if self.output_color not in OUTPUT_COLORS:
-            raise ValueError(f"output_color must be one of {OUTPUT_COLORS}, not {self.output_color!r}")
+            raise ValueError(f"output_color must be in {OUTPUT_COLORS}, not {self.output_color!r}")
         if self.output_dtype not in OUTPUT_DTYPES:
-            raise ValueError(f"output_dtype must be one of {OUTPUT_DTYPES}, not {self.output_dtype!r}")
+            raise ValueError(f"output_dtype must be in {OUTPUT_DTYPES}, not {self.output_dtype!r}")
         self.homography = validate_homography(self.homography)
         # Building one checks the normalisation settings with the same messages.
         ThermalNormalizer(self.thermal_norm, self.thermal_window, self.thermal_percentiles,
