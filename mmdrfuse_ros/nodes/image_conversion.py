@@ -6,7 +6,9 @@ rows are padded), so it is not faster than this module, which returns a zero-cop
 padded rows. The behaviour follows cv_bridge:
 
 * the buffer must hold exactly ``height * step`` bytes and ``step >= width * channels * bytes``
-  (cv_bridge's "Image is wrongly formed" checks), otherwise ``ValueError``;
+  (cv_bridge's "Image is wrongly formed" checks), otherwise :class:`MalformedImageError`;
+* an unknown encoding or a senseless conversion raises :class:`UnsupportedEncodingError`
+  (both are ``ValueError`` subclasses, so callers may catch either);
 * data in the other byte order (``is_bigendian``) is byte-swapped into native order (a copy);
 * ``desired_encoding='passthrough'`` returns the data as is; otherwise colour/mono encodings are
   converted (channel order via OpenCV, 8 <-> 16 bit scaled by 65535/255 like cv_bridge), and a
@@ -87,6 +89,14 @@ _YUV_TO_BGR = {"yuv422": cv2.COLOR_YUV2BGR_UYVY, "yuv422_yuy2": cv2.COLOR_YUV2BG
 _NATIVE_BIG = sys.byteorder == "big"
 
 
+class UnsupportedEncodingError(ValueError):
+    """An encoding name we do not know, or a conversion between encodings that makes no sense."""
+
+
+class MalformedImageError(ValueError):
+    """A message whose buffer does not match its height, width, step and encoding."""
+
+
 def encoding_info(encoding: str) -> tuple[np.dtype, int]:
     """(dtype, channels) of a cv_bridge encoding name; ValueError for an unknown one."""
     if encoding in _NAMED:
@@ -94,7 +104,7 @@ def encoding_info(encoding: str) -> tuple[np.dtype, int]:
     match = _NUMERIC.match(encoding)
     if match:
         return _DEPTHS[match.group(1)], int(match.group(2) or 1)
-    raise ValueError(
+    raise UnsupportedEncodingError(
         f"unsupported image encoding {encoding!r} (expected one of {sorted(_NAMED)} "
         "or a numeric type such as 8UC1, 16UC1, 32FC1)"
     )
@@ -121,26 +131,28 @@ def image_to_array(msg: Any, desired_encoding: str = "passthrough") -> np.ndarra
     """View a sensor_msgs/Image as an HxW (one channel) or HxWxC array.
 
     Zero-copy when the encoding is passed through and the byte order is native (row padding is
-    kept as the row stride). ValueError, with the reason, for an unsupported encoding, a wrong
-    ``step`` or a buffer whose size is not ``height * step``.
+    kept as the row stride). UnsupportedEncodingError for an unknown encoding, MalformedImageError
+    for a wrong ``step`` or a buffer whose size is not ``height * step`` (both ValueErrors).
     """
     encoding = msg.encoding
     dtype, channels = encoding_info(encoding)
     height, width, step = int(msg.height), int(msg.width), int(msg.step)
     row_bytes = width * channels * dtype.itemsize
     if step < row_bytes:
-        raise ValueError(
+        raise MalformedImageError(
             f"image is wrongly formed: step {step} < width {width} * channels {channels} "
             f"* bytes {dtype.itemsize} for encoding {encoding!r}"
         )
     buffer = np.frombuffer(msg.data, dtype=np.uint8)
     if buffer.size != height * step:
-        raise ValueError(
+        raise MalformedImageError(
             f"image is wrongly formed: data has {buffer.size} bytes, "
             f"height {height} * step {step} = {height * step} expected"
         )
     if step % dtype.itemsize:
-        raise ValueError(f"step {step} is not a multiple of the {dtype.itemsize}-byte element")
+        raise MalformedImageError(
+            f"step {step} is not a multiple of the {dtype.itemsize}-byte element"
+        )
     big = bool(msg.is_bigendian)
     stored = dtype.newbyteorder(">" if big else "<") if dtype.itemsize > 1 else dtype
     shape: tuple[int, ...] = (height, width) if channels == 1 else (height, width, channels)
@@ -166,16 +178,22 @@ def convert_encoding(image: np.ndarray, src: str, dst: str) -> np.ndarray:
     dst_dtype, dst_channels = encoding_info(dst)
     if not is_color_encoding(src):
         if is_color_encoding(dst):
-            raise ValueError(f"[{src}] is not a colour format but [{dst}] is: no conversion")
+            raise UnsupportedEncodingError(
+                f"[{src}] is not a colour format but [{dst}] is: no conversion"
+            )
         if src_channels != dst_channels:
-            raise ValueError(f"[{src}] and [{dst}] do not have the same number of channels")
+            raise UnsupportedEncodingError(
+                f"[{src}] and [{dst}] do not have the same number of channels"
+            )
         return image.astype(dst_dtype, copy=False)
     if not is_color_encoding(dst):
         if src_channels != dst_channels:
-            raise ValueError(f"[{src}] and [{dst}] do not have the same number of channels")
+            raise UnsupportedEncodingError(
+                f"[{src}] and [{dst}] do not have the same number of channels"
+            )
         return image.astype(dst_dtype, copy=False)
     if dst not in _LAYOUT:
-        raise ValueError(f"conversion to [{dst}] is not supported")
+        raise UnsupportedEncodingError(f"conversion to [{dst}] is not supported")
     # first to the destination's channel layout, at the source depth
     if src.startswith("bayer_") or src in _YUV_TO_BGR:
         code = _BAYER_TO_BGR[src[6:10]] if src.startswith("bayer_") else _YUV_TO_BGR[src]
@@ -272,22 +290,27 @@ def compressed_to_array(msg: Any) -> tuple[np.ndarray, str]:
 
     The encoding is the original one named in ``format`` when the decoded data can be brought to
     it (e.g. ``rgb8`` sent as a BGR JPEG comes back as rgb8, ``16UC1`` as 16UC1), else the
-    decoded layout (``mono8``, ``mono16``, ``bgr8``, ``bgra8``...). ValueError when the data cannot
-    be decoded (with the format named).
+    decoded layout (``mono8``, ``mono16``, ``bgr8``, ``bgra8``...). MalformedImageError when the
+    data cannot be decoded (with the format named), UnsupportedEncodingError for compressedDepth
+    variants other than 16-bit PNG.
     """
     original, codec, depth = _compressed_parts(msg.format)
     payload = np.frombuffer(msg.data, dtype=np.uint8)
     if depth:
         if codec != "png":
-            raise ValueError(f"compressedDepth codec {codec!r} is not supported (png only)")
+            raise UnsupportedEncodingError(
+                f"compressedDepth codec {codec!r} is not supported (png only)"
+            )
         if original not in (None, "16UC1", "mono16"):
-            raise ValueError(f"compressedDepth of {original!r} is not supported (16UC1 only)")
+            raise UnsupportedEncodingError(
+                f"compressedDepth of {original!r} is not supported (16UC1 only)"
+            )
         payload = payload[12:]  # compressed_depth_image_transport's 12-byte config header
     if payload.size == 0:
-        raise ValueError(f"compressed image ({msg.format!r}) has no data")
+        raise MalformedImageError(f"compressed image ({msg.format!r}) has no data")
     decoded = cv2.imdecode(payload, cv2.IMREAD_UNCHANGED)
     if decoded is None:
-        raise ValueError(f"could not decode compressed image of format {msg.format!r}")
+        raise MalformedImageError(f"could not decode compressed image of format {msg.format!r}")
     encoding = _decoded_encoding(decoded)
     if original and original != encoding:
         try:
