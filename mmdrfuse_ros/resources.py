@@ -24,9 +24,13 @@ def share_dir() -> Path | None:
         return Path(get_package_share_directory(PACKAGE))
     except Exception:  # not installed, or package not in the ament index
         pass
+    here = Path(__file__).resolve().parent
     candidates = [
-        Path(__file__).resolve().parent.parent,  # source tree / editable install
-        Path(sys.prefix) / "share" / PACKAGE,  # pip install of data_files
+        here.parent,  # source tree / editable install
+        Path(sys.prefix) / "share" / PACKAGE,  # pip install into a venv
+        # <prefix>/lib/pythonX.Y/site-packages/mmdrfuse_ros -> <prefix>/share/mmdrfuse_ros
+        # (pip --prefix, and colcon's install/<pkg>/ layout before the workspace is sourced)
+        here.parents[3] / "share" / PACKAGE if len(here.parents) > 3 else here,
     ]
     for candidate in candidates:
         if (candidate / "config").is_dir():
