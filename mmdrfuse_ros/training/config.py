@@ -1,0 +1,212 @@
+"""Training configuration: one dataclass tree whose defaults ARE the published recipe.
+
+Resolution order: these defaults (= the ``paper`` preset) < a preset YAML < ``--config`` YAML <
+explicit command-line flags. Every key is checked (unknown keys and bad values fail with a
+message before any data is read).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from mmdrfuse_ros.training import TrainingInputError
+from mmdrfuse_ros.training.bank import BANK_DTYPES
+from mmdrfuse_ros.training.perceptual import PERCEPTUAL_CHOICES
+
+STAGES = ("teacher", "student", "both")
+
+
+class ConfigError(TrainingInputError):
+    """A configuration value or file that cannot be used."""
+
+
+@dataclass
+class DataConfig:
+    patch_size: int = 128
+    stride: int = 128
+    val_fraction: float = 0.1
+    flips: bool = False  # published: no augmentation
+    subdir: str | None = None  # e.g. "train" for LLVIP's infrared/train, visible/train
+    max_patches: int | None = None  # cap on training patches (quick experiments)
+
+
+@dataclass
+class StageConfig:
+    epochs: int = 10
+    batch_size: int = 25
+    lr: float = 1e-4
+    w_intensity: float = 1.0
+    w_gradient: float = 1.0
+    w_perceptual: float = 2.0
+    refresh: bool = True  # dynamic refresh (history bank + memory loss)
+
+
+@dataclass
+class TeacherConfig(StageConfig):
+    w_intensity: float = 2.0
+    w_perceptual: float = 1.0
+    width: float = 1.0  # 1.0 = the published ~557k-parameter teacher
+
+
+@dataclass
+class StudentConfig(StageConfig):
+    w_distill: float = 5.0
+    init_conv2_from_teacher: bool = True
+
+
+@dataclass
+class PerceptualConfig:
+    network: str = "auto"  # auto: vgg19 if vgg_weights is given, else the fallback
+    vgg_weights: str | None = None
+
+
+@dataclass
+class BankConfig:
+    dtype: str = "float16"
+
+
+@dataclass
+class RunConfig:
+    seed: int = 42
+    device: str = "auto"  # auto | cpu | cuda | cuda:N (under torchrun: the local rank's GPU)
+    threads: int | None = None  # torch CPU threads (None: torch's default)
+    val_every: int = 1  # epochs between validations (the last epoch is always validated)
+    val_max_images: int | None = None
+    checkpoint_every: int = 0  # steps between mid-epoch checkpoints (0: end of epoch only)
+    export_onnx: bool = True
+    stop_after_steps: int | None = None  # simulate an interruption (tests, debugging)
+
+
+@dataclass
+class TrainConfig:
+    data: DataConfig = field(default_factory=DataConfig)
+    teacher: TeacherConfig = field(default_factory=TeacherConfig)
+    student: StudentConfig = field(default_factory=StudentConfig)
+    perceptual: PerceptualConfig = field(default_factory=PerceptualConfig)
+    bank: BankConfig = field(default_factory=BankConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def validate(self) -> TrainConfig:
+        d, r = self.data, self.run
+        _check(d.patch_size >= 16 and d.patch_size % 2 == 0, "data.patch_size must be even, >= 16")
+        _check(d.stride >= 1, "data.stride must be >= 1")
+        _check(0.0 <= d.val_fraction < 1.0, "data.val_fraction must be in [0, 1)")
+        _check(d.max_patches is None or d.max_patches >= 1, "data.max_patches must be >= 1")
+        for name in ("teacher", "student"):
+            s: StageConfig = getattr(self, name)
+            _check(s.epochs >= 1, f"{name}.epochs must be >= 1")
+            _check(s.batch_size >= 1, f"{name}.batch_size must be >= 1")
+            _check(s.lr > 0 and math.isfinite(s.lr), f"{name}.lr must be > 0")
+            for key in ("w_intensity", "w_gradient", "w_perceptual"):
+                _check(getattr(s, key) >= 0, f"{name}.{key} must be >= 0")
+        _check(self.student.w_distill >= 0, "student.w_distill must be >= 0")
+        _check(self.teacher.width > 0, "teacher.width must be > 0")
+        _check(self.perceptual.network in PERCEPTUAL_CHOICES,
+               f"perceptual.network must be one of {PERCEPTUAL_CHOICES}")
+        _check(self.bank.dtype in BANK_DTYPES, f"bank.dtype must be one of {BANK_DTYPES}")
+        _check(r.val_every >= 1, "run.val_every must be >= 1")
+        _check(r.checkpoint_every >= 0, "run.checkpoint_every must be >= 0")
+        _check(r.threads is None or r.threads >= 1, "run.threads must be >= 1")
+        dev = r.device
+        _check(dev in ("auto", "cpu", "cuda") or dev.startswith("cuda:"),
+               "run.device must be auto, cpu, cuda or cuda:N")
+        return self
+
+
+def _check(ok: bool, message: str) -> None:
+    if not ok:
+        raise ConfigError(message)
+
+
+def _coerce(value: Any, hint: Any, key: str) -> Any:
+    """Convert a YAML/CLI value to the field's type, or raise ConfigError naming the key."""
+    args = typing.get_args(hint)
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        hint = next(a for a in args if a is not type(None))
+    try:
+        if hint is bool:
+            if isinstance(value, bool):
+                return value
+            if isinstance(value, str) and value.lower() in ("true", "yes", "1", "false", "no", "0"):
+                return value.lower() in ("true", "yes", "1")
+            raise ValueError
+        if hint is int:
+            if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+                raise ValueError
+            return int(value)
+        if hint is float:
+            if isinstance(value, bool):
+                raise ValueError
+            return float(value)  # also "1e-4", which YAML 1.1 reads as a string
+        if hint is str:
+            if not isinstance(value, str | int | float) or isinstance(value, bool):
+                raise ValueError
+            return str(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{key}: {value!r} is not a valid {hint.__name__}") from None
+    raise ConfigError(f"{key}: unsupported field type {hint}")
+
+
+def _merge_into(obj: Any, values: Mapping[str, Any], prefix: str) -> None:
+    if not isinstance(values, Mapping):
+        raise ConfigError(f"{prefix or 'config'}: expected a mapping, got {values!r}")
+    hints = typing.get_type_hints(type(obj))
+    names = {f.name for f in dataclasses.fields(obj)}
+    for key, value in values.items():
+        full = f"{prefix}{key}"
+        if key not in names:
+            raise ConfigError(f"unknown setting {full!r}; known: {sorted(names)}")
+        current = getattr(obj, key)
+        if dataclasses.is_dataclass(current):
+            _merge_into(current, value, f"{full}.")
+        else:
+            setattr(obj, key, _coerce(value, hints[key], full))
+
+
+def merge(config: TrainConfig, values: Mapping[str, Any] | None) -> TrainConfig:
+    """Apply a nested mapping (from YAML) onto ``config`` in place and return it."""
+    if values:
+        _merge_into(config, values, "")
+    return config
+
+
+def set_dotted(config: TrainConfig, dotted: str, value: Any) -> None:
+    """Apply one ``section.key`` override (from a CLI flag or ``--set``)."""
+    parts = dotted.split(".")
+    nested: Any = value
+    for part in reversed(parts):
+        nested = {part: nested}
+    merge(config, nested)
+
+
+def load_yaml(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} not found") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config file {path} is not valid YAML: {exc}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path} must hold a mapping of sections")
+    return data
+
+
+def dump_yaml(config: TrainConfig) -> str:
+    return yaml.safe_dump(config.to_dict(), sort_keys=False)

@@ -1,0 +1,61 @@
+"""Export a trained student: our checkpoint format (+ a readable JSON of its metadata) and ONNX."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from mmdrfuse_ros.fusion.model import StudentNet, load_checkpoint, save_checkpoint
+
+log = logging.getLogger("mmdrfuse_ros.training")
+
+ONNX_OPSET = 17
+ONNX_INPUT = "ir_vis"
+ONNX_OUTPUT = "fused"
+
+
+def export_student(path: str | Path, net: StudentNet, *, training: Mapping[str, Any],
+                   data: Mapping[str, Any], validation: Mapping[str, Any],
+                   **extra: Any) -> tuple[Path, Path]:
+    """Write ``path`` (our checkpoint format) and ``path.with_suffix('.json')`` (its metadata)."""
+    path = save_checkpoint(path, net, training=training, data=data, validation=validation,
+                           **extra)
+    meta = load_checkpoint(path).meta  # read back: the JSON shows exactly what was stored
+    json_path = path.with_suffix(".json")
+    json_path.write_text(json.dumps(meta, indent=2, sort_keys=False) + "\n")
+    return path, json_path
+
+
+def export_onnx(net: torch.nn.Module, path: str | Path, height: int = 64, width: int = 80) -> Path:
+    """Export ``[B, 2, H, W] -> [B, 1, H, W]`` with dynamic batch and image size."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    net = net.eval().cpu()
+    example = torch.rand(1, 2, height, width)
+    # The TorchScript exporter: the dynamo exporter needs onnxscript, which we do not depend on.
+    torch.onnx.export(
+        net, (example,), str(path), dynamo=False, opset_version=ONNX_OPSET,
+        input_names=[ONNX_INPUT], output_names=[ONNX_OUTPUT],
+        dynamic_axes={ONNX_INPUT: {0: "batch", 2: "height", 3: "width"},
+                      ONNX_OUTPUT: {0: "batch", 2: "height", 3: "width"}},
+    )
+    return path
+
+
+def onnx_max_difference(net: torch.nn.Module, path: str | Path, height: int = 37,
+                        width: int = 53, seed: int = 0) -> float:
+    """Largest |torch - onnxruntime| on a random input of a size unlike the export example."""
+    import onnxruntime as ort
+
+    x = torch.rand(2, 2, height, width, generator=torch.Generator().manual_seed(seed))
+    with torch.no_grad():
+        ref = net.eval().cpu()(x).numpy()
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    got = session.run([ONNX_OUTPUT], {ONNX_INPUT: x.numpy()})[0]
+    return float(np.abs(got - ref).max())

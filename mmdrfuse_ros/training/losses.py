@@ -1,0 +1,191 @@
+"""The MMDRFuse loss terms, written once and shared by the teacher and student stages.
+
+All tensors are ``[B, 1, H, W]`` in [0, 1] unless said otherwise. The constants are the
+published ones (see ``shared/docs/METHOD.md``):
+
+* intensity: L1 to the pixelwise maximum of the two sources;
+* gradient: MSE of the 3x3 Laplacian (1/8 ring, -1 centre, zero padding) to that of the maximum,
+  divided by 10;
+* perceptual: mean over the feature stages of MSE(phi(F), max(phi(IR), phi(VIS)));
+* digestible distillation: squared distance between L2-normalised channel-sum maps;
+* memory (dynamic refresh): per-sample penalties towards the best history output, weighted by
+  10 x the score gap;
+* SSIM (11x11 Gaussian, sigma 1.5, valid window) and GMSD (2x2 mean, 2x down-sampling, Prewitt,
+  c = 170 on the 0..255 scale) decide when the history bank is refreshed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+
+GRADIENT_DIVISOR = 10.0
+MEMORY_GAP_SCALE = 10.0
+GMSD_C = 170.0
+SSIM_WINDOW = 11
+SSIM_SIGMA = 1.5
+
+_LAPLACIAN = torch.tensor(
+    [[1 / 8, 1 / 8, 1 / 8], [1 / 8, -1.0, 1 / 8], [1 / 8, 1 / 8, 1 / 8]], dtype=torch.float32
+)
+_PREWITT_X = torch.tensor([[1 / 3, 0.0, -1 / 3]] * 3, dtype=torch.float32)
+
+
+def _kernel(k: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    return k.to(device=like.device, dtype=like.dtype)[None, None]
+
+
+def laplacian(x: torch.Tensor) -> torch.Tensor:
+    """The published 3x3 Laplacian, zero padded, applied per channel."""
+    c = x.shape[1]
+    w = _kernel(_LAPLACIAN, x).expand(c, 1, 3, 3)
+    return F.conv2d(x, w, padding=1, groups=c)
+
+
+def source_max(ir: torch.Tensor, vis: torch.Tensor) -> torch.Tensor:
+    return torch.maximum(ir, vis)
+
+
+def intensity_loss(fused: torch.Tensor, ir: torch.Tensor, vis: torch.Tensor) -> torch.Tensor:
+    return F.l1_loss(fused, source_max(ir, vis))
+
+
+def gradient_loss(fused: torch.Tensor, ir: torch.Tensor, vis: torch.Tensor) -> torch.Tensor:
+    return F.mse_loss(laplacian(fused), laplacian(source_max(ir, vis))) / GRADIENT_DIVISOR
+
+
+def perceptual_loss(
+    fused_feats: Sequence[torch.Tensor],
+    ir_feats: Sequence[torch.Tensor],
+    vis_feats: Sequence[torch.Tensor],
+) -> torch.Tensor:
+    """Mean over stages of MSE(phi(F), max(phi(IR), phi(VIS)))."""
+    if not fused_feats:
+        raise ValueError("perceptual_loss needs at least one feature stage")
+    triples = zip(fused_feats, ir_feats, vis_feats, strict=True)
+    terms = [F.mse_loss(f, torch.maximum(a, b)) for f, a, b in triples]
+    return torch.stack(terms).mean()
+
+
+def _unit_map(x: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
+    s = x.sum(dim=1)  # B x H x W
+    return s / s.norm().clamp_min(eps)
+
+
+def distillation_loss(
+    student: Sequence[torch.Tensor], teacher: Sequence[torch.Tensor]
+) -> torch.Tensor:
+    """Digestible distillation: mean over pairs of ||S/|S| - T/|T|||^2 on channel-sum maps.
+
+    Each map is normalised by its L2 norm over the whole batch, so only the *shape* of the
+    response is matched: the value is 2(1 - cos) in [0, 4], zero for proportional maps.
+    """
+    if len(student) != len(teacher) or not student:
+        raise ValueError("distillation_loss needs equally many (>0) student and teacher tensors")
+    terms = []
+    for s, t in zip(student, teacher, strict=True):
+        if s.shape[0] != t.shape[0] or s.shape[2:] != t.shape[2:]:
+            raise ValueError(
+                f"distillation pair shapes differ: {tuple(s.shape)} vs {tuple(t.shape)}")
+        terms.append((_unit_map(s) - _unit_map(t.detach())).pow(2).sum())
+    return torch.stack(terms).mean()
+
+
+def _gaussian_window(size: int, sigma: float, like: torch.Tensor) -> torch.Tensor:
+    r = torch.arange(size, dtype=like.dtype, device=like.device) - (size - 1) / 2
+    g = torch.exp(-(r**2) / (2 * sigma**2))
+    return g / g.sum()
+
+
+def ssim_per_sample(a: torch.Tensor, b: torch.Tensor, data_range: float = 1.0) -> torch.Tensor:
+    """Mean SSIM per sample (``[B]``), Gaussian 11x11 window (smaller for tiny images), valid."""
+    size = min(SSIM_WINDOW, a.shape[-2], a.shape[-1])
+    g = _gaussian_window(size, SSIM_SIGMA, a)
+    c = a.shape[1]
+    wy = g.view(1, 1, size, 1).expand(c, 1, size, 1)
+    wx = g.view(1, 1, 1, size).expand(c, 1, 1, size)
+
+    def blur(t: torch.Tensor) -> torch.Tensor:  # separable Gaussian, no padding
+        return F.conv2d(F.conv2d(t, wy, groups=c), wx, groups=c)
+
+    c1 = (0.01 * data_range) ** 2
+    c2 = (0.03 * data_range) ** 2
+    mu_a, mu_b = blur(a), blur(b)
+    var_a = blur(a * a) - mu_a**2
+    var_b = blur(b * b) - mu_b**2
+    cov = blur(a * b) - mu_a * mu_b
+    ssim_map = ((2 * mu_a * mu_b + c1) * (2 * cov + c2)) / (
+        (mu_a**2 + mu_b**2 + c1) * (var_a + var_b + c2)
+    )
+    return ssim_map.flatten(1).mean(dim=1)
+
+
+def gmsd_per_sample(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """GMSD per sample (``[B]``, lower is better) on the 0..255 scale; inputs in [0, 1]."""
+    kx = _kernel(_PREWITT_X, a)
+    ky = kx.transpose(2, 3)
+    mean2 = torch.full((1, 1, 2, 2), 0.25, dtype=a.dtype, device=a.device)
+
+    def magnitude_sq(t: torch.Tensor) -> torch.Tensor:
+        t = F.conv2d(t * 255.0, mean2)[:, :, ::2, ::2]
+        return F.conv2d(t, kx) ** 2 + F.conv2d(t, ky) ** 2
+
+    ma, mb = magnitude_sq(a), magnitude_sq(b)
+    gms = (2 * ma.sqrt() * mb.sqrt() + GMSD_C) / (ma + mb + GMSD_C)
+    return gms.flatten(1).std(dim=1)
+
+
+def fusion_scores(
+    fused: torch.Tensor, ir: torch.Tensor, vis: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The bank's two judges, per sample: (SSIM(F,IR)+SSIM(F,VIS), GMSD(F,IR)+GMSD(F,VIS))."""
+    with torch.no_grad():
+        f = fused.clamp(0.0, 1.0)
+        ssim = ssim_per_sample(f, ir) + ssim_per_sample(f, vis)
+        gmsd = gmsd_per_sample(f, ir) + gmsd_per_sample(f, vis)
+    return ssim, gmsd
+
+
+def _per_sample_mse(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    return (a - b).pow(2).flatten(1).mean(dim=1)
+
+
+def memory_ssim_terms(
+    fused: torch.Tensor,
+    history: torch.Tensor,
+    fused_deep: Sequence[torch.Tensor],
+    history_deep: Sequence[torch.Tensor],
+) -> torch.Tensor:
+    """Per-sample SSIM-memory penalty: mean deep-feature MSE to the history + L1 to it."""
+    l1 = (fused - history).abs().flatten(1).mean(dim=1)
+    if not fused_deep:
+        return l1
+    pairs = zip(fused_deep, history_deep, strict=True)
+    feat = torch.stack([_per_sample_mse(f, h) for f, h in pairs]).mean(0)
+    return feat + l1
+
+
+def memory_gmsd_terms(
+    fused: torch.Tensor,
+    history: torch.Tensor,
+    fused_shallow: Sequence[torch.Tensor],
+    history_shallow: Sequence[torch.Tensor],
+) -> torch.Tensor:
+    """Per-sample GMSD-memory penalty: mean shallow-feature MSE + Laplacian MSE to the history."""
+    lap = _per_sample_mse(laplacian(fused), laplacian(history))
+    if not fused_shallow:
+        return lap
+    feat = torch.stack(
+        [_per_sample_mse(f, h) for f, h in zip(fused_shallow, history_shallow, strict=True)]
+    ).mean(0)
+    return feat + lap
+
+
+def weighted_memory(per_sample: torch.Tensor, gaps: torch.Tensor, batch_size: int) -> torch.Tensor:
+    """Sum of 10 x gap_i x penalty_i over the penalised samples, divided by the batch size.
+
+    With one gap for the whole batch this is exactly the published batch-level weighting.
+    """
+    return (MEMORY_GAP_SCALE * gaps.detach() * per_sample).sum() / batch_size

@@ -1,0 +1,298 @@
+"""The training tool end to end on tiny synthetic pairs: data checks, teacher, loops, resume,
+export and the CLI's refusal of bad input (all before any training step)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from mmdrfuse_ros.fusion.model import StudentNet, load_checkpoint
+from mmdrfuse_ros.resources import default_weights_path
+from mmdrfuse_ros.training.config import ConfigError, TrainConfig, merge, set_dotted
+from mmdrfuse_ros.training.data import (
+    DataError,
+    PatchSet,
+    apply_flips,
+    epoch_plan,
+    find_pairs,
+    load_pairs,
+    read_luma,
+    split_names,
+    write_synthetic_dataset,
+)
+from mmdrfuse_ros.training.export import export_onnx, onnx_max_difference
+from mmdrfuse_ros.training.perceptual import EdgePyramid
+from mmdrfuse_ros.training.teacher import TeacherError, TeacherNet, load_teacher
+from mmdrfuse_ros.training.trainer import (
+    DistInfo,
+    StageTrainer,
+    TrainingInterrupted,
+    prepare_data,
+    train,
+)
+
+REPO = Path(__file__).resolve().parent.parent
+TRAIN_PY = REPO / "training" / "train.py"
+
+
+@pytest.fixture(scope="module")
+def synth(tmp_path_factory) -> Path:
+    return write_synthetic_dataset(tmp_path_factory.mktemp("synth"), n=6, height=48, width=64,
+                                   seed=3)
+
+
+def tiny_config(**run: object) -> TrainConfig:
+    cfg = TrainConfig()
+    merge(cfg, {
+        "data": {"patch_size": 16, "stride": 16, "flips": True},
+        "teacher": {"width": 0.125, "epochs": 2, "batch_size": 8, "lr": 1e-3},
+        "student": {"epochs": 2, "batch_size": 8, "lr": 1e-2},
+        "run": {"export_onnx": False, "threads": 1, **run},
+    })
+    return cfg
+
+
+# -- data ----------------------------------------------------------------------------------------
+
+
+def test_pairs_layouts_colour_and_split(tmp_path) -> None:
+    root = write_synthetic_dataset(tmp_path / "d", n=5, height=20, width=24, colour=True)
+    (root / "ir").rename(root / "infrared")  # the LLVIP folder names
+    (root / "vi").rename(root / "visible")
+    pairs = find_pairs(root)
+    assert [p.name for p in pairs] == [f"{i:03d}" for i in range(5)]
+    colour = cv2.imread(str(pairs[0].vi))
+    assert colour.ndim == 3
+    y = read_luma(pairs[0].vi)
+    b, g, r = (colour[:, :, i].astype(float) for i in range(3))
+    assert np.abs(y - (0.299 * r + 0.587 * g + 0.114 * b)).max() <= 1.0
+    train_a, val_a = split_names([p.name for p in pairs], 0.4)
+    train_b, val_b = split_names(list(reversed([p.name for p in pairs])), 0.4)
+    assert (train_a, val_a) == (train_b, val_b) and len(val_a) == 2
+    assert not set(train_a) & set(val_a)
+
+
+@pytest.mark.parametrize("problem, match", [
+    ("missing", "does not exist"),
+    ("no_modalities", "must contain one of"),
+    ("empty", "no images"),
+    ("unpaired", "unpaired images"),
+    ("size", "pairs must be registered to the same size"),
+    ("unreadable", "cannot be read"),
+])
+def test_bad_data_folders_are_refused_with_a_reason(tmp_path, problem: str, match: str) -> None:
+    root = tmp_path / "d"
+    if problem != "missing":
+        write_synthetic_dataset(root, n=3, height=32, width=32)
+    if problem == "no_modalities":
+        shutil.rmtree(root / "vi")
+    elif problem == "empty":
+        for f in [*root.glob("ir/*"), *root.glob("vi/*")]:
+            f.unlink()
+    elif problem == "unpaired":
+        (root / "vi" / "001.png").unlink()
+    elif problem == "size":
+        cv2.imwrite(str(root / "vi" / "001.png"), np.zeros((30, 32), np.uint8))
+    elif problem == "unreadable":
+        (root / "ir" / "002.png").write_bytes(b"not an image")
+    with pytest.raises(DataError, match=match):
+        load_pairs(find_pairs(root))
+
+
+def test_patches_flips_and_epoch_plan() -> None:
+    ir = np.arange(40 * 50, dtype=np.uint8).reshape(40, 50)
+    patches = PatchSet([(ir, 255 - ir)], size=16, stride=16)
+    assert len(patches) == 2 * 3  # no partial patches at the border (published)
+    a = np.arange(2 * 3 * 4).reshape(2, 3, 4)
+    h, v = np.array([True, False]), np.array([True, True])
+    assert np.array_equal(apply_flips(apply_flips(a, h, v), h, v), a)
+    assert np.array_equal(apply_flips(a, h, v)[0], a[0, ::-1, ::-1])
+    first = epoch_plan(10, 3, epoch=1, seed=5, flips=True)
+    again = epoch_plan(10, 3, epoch=1, seed=5, flips=True)
+    other = epoch_plan(10, 3, epoch=2, seed=5, flips=True)
+    assert all(np.array_equal(x, y) for x, y in zip(first, again, strict=True))
+    assert len(first[0]) == 9 and not np.array_equal(first[0], other[0])
+    with pytest.raises(DataError, match="even"):
+        PatchSet([(ir, ir)], size=15, stride=16)
+
+
+# -- teacher -------------------------------------------------------------------------------------
+
+
+def test_teacher_shape_published_layout_and_odd_sizes(tmp_path) -> None:
+    full = TeacherNet(1.0)
+    assert sum(p.numel() for p in full.parameters()) == 556_489  # the paper: "about 556k"
+    assert full.conv00[1].weight.shape == (1, 4, 3, 3)  # the student's conv2 shape
+    small = TeacherNet(0.25)
+    buffer, out = small.forward_with_features(torch.rand(1, 2, 21, 30))
+    assert buffer.shape == (1, 4, 21, 30) and out.shape == (1, 1, 21, 30)
+    # a bare state dict in the published key layout loads, the width is inferred
+    torch.save(small.state_dict(), tmp_path / "published.model")
+    loaded, meta = load_teacher(tmp_path / "published.model")
+    assert meta["width"] == 0.25 and torch.equal(loaded.conv1[1].weight, small.conv1[1].weight)
+
+
+def test_teacher_of_the_wrong_shape_is_refused(tmp_path) -> None:
+    state = TeacherNet(0.25).state_dict()
+    state["conv00.1.weight"] = torch.zeros(1, 8, 3, 3)
+    torch.save(state, tmp_path / "wrong.pt")
+    with pytest.raises(TeacherError, match=r"conv00.1.weight has shape \(1, 8, 3, 3\)"):
+        load_teacher(tmp_path / "wrong.pt")
+    torch.save(StudentNet().state_dict(), tmp_path / "student.pt")
+    with pytest.raises(TeacherError, match="not an MMDRFuse teacher"):
+        load_teacher(tmp_path / "student.pt")
+
+
+# -- config --------------------------------------------------------------------------------------
+
+
+def test_config_defaults_are_published_and_yaml_is_checked() -> None:
+    cfg = TrainConfig()
+    assert (cfg.student.w_distill, cfg.student.w_perceptual, cfg.teacher.w_intensity) == (5, 2, 2)
+    assert (cfg.student.lr, cfg.student.batch_size, cfg.data.patch_size) == (1e-4, 25, 128)
+    merge(cfg, {"student": {"lr": "1e-3"}})  # YAML 1.1 reads 1e-3 as a string
+    assert cfg.student.lr == 1e-3
+    with pytest.raises(ConfigError, match=r"unknown setting 'student\.lrr'"):
+        set_dotted(cfg, "student.lrr", 1)
+    with pytest.raises(ConfigError, match="not a valid int"):
+        set_dotted(cfg, "teacher.epochs", 2.5)
+    set_dotted(cfg, "data.patch_size", 15)
+    with pytest.raises(ConfigError, match="patch_size"):
+        cfg.validate()
+
+
+# -- training ------------------------------------------------------------------------------------
+
+
+def test_a_few_training_steps_lower_the_loss(synth) -> None:
+    cfg = tiny_config()
+    data = prepare_data(synth, cfg)
+    trainer = StageTrainer("student", cfg, data, Path("unused"), EdgePyramid(),
+                           torch.device("cpu"), DistInfo())
+    idx = np.arange(8)
+    no = np.zeros(8, dtype=bool)
+    totals = [trainer._step(idx, no, no)["total"] for _ in range(3)]  # loss before each update
+    assert totals[2] < totals[0]
+
+
+def test_resume_gives_the_same_weights_as_an_uninterrupted_run(synth, tmp_path) -> None:
+    whole = train(tiny_config(), synth, tmp_path / "whole")
+    assert whole["student"]["validation"] or whole["student"]["validation"] == {}
+    with pytest.raises(TrainingInterrupted):
+        train(tiny_config(stop_after_steps=5), synth, tmp_path / "cut")  # mid teacher epoch 1
+    with pytest.raises(TrainingInterrupted):
+        train(tiny_config(stop_after_steps=3), synth, tmp_path / "cut", resume=True)  # student
+    train(tiny_config(), synth, tmp_path / "cut", resume=True)
+    for name in ("teacher/teacher.pt", "student/student.pt"):
+        a = torch.load(tmp_path / "whole" / name, weights_only=True)["state_dict"]
+        b = torch.load(tmp_path / "cut" / name, weights_only=True)["state_dict"]
+        assert all(torch.equal(a[k], b[k]) for k in a), name
+    history = json.loads((tmp_path / "cut" / "student" / "epochs.json").read_text())
+    assert [h["epoch"] for h in history] == [1, 2]
+    assert (tmp_path / "cut" / "student" / "curves.png").stat().st_size > 0
+    ckpt = load_checkpoint(tmp_path / "cut" / "student" / "student.pt")
+    assert "distillation" in ckpt.meta["training"]["recipe"]
+    assert ckpt.meta["training"]["perceptual"]["network"] == "fallback"
+    assert ckpt.meta["data"]["val_pairs"] == 1
+
+
+def test_onnx_export_matches_torch(tmp_path) -> None:
+    torch.manual_seed(0)
+    net = StudentNet()
+    path = export_onnx(net, tmp_path / "student.onnx")
+    assert onnx_max_difference(net, path) < 1e-5
+
+
+# -- the CLI -------------------------------------------------------------------------------------
+
+
+def _cli(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess:
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    return subprocess.run([sys.executable, str(TRAIN_PY), *args], capture_output=True, text=True,
+                          cwd=cwd, env=env, timeout=120)
+
+
+def test_cli_help_and_print_config() -> None:
+    assert "--preset" in _cli("--help").stdout
+    shown = _cli("--preset", "cpu", "--print-config", "--set", "student.epochs=7")
+    assert shown.returncode == 0, shown.stderr
+    assert "epochs: 7" in shown.stdout and "width: 0.25" in shown.stdout
+
+
+def test_cli_refuses_bad_input_before_training(synth, tmp_path) -> None:
+    empty = tmp_path / "empty"
+    (empty / "ir").mkdir(parents=True)
+    (empty / "vi").mkdir()
+    wrong = TeacherNet(0.125).state_dict()
+    wrong["conv11.1.weight"] = torch.zeros(3, 8, 3, 3)
+    torch.save(wrong, tmp_path / "bad_teacher.pt")
+    cases = [
+        (["--data", str(empty)], "no images"),
+        (["--data", str(synth), "--teacher", str(tmp_path / "bad_teacher.pt"),
+          "--stage", "student"], "conv11.1.weight has shape"),
+        (["--data", str(synth), "--stage", "student"], "needs a teacher"),
+        (["--data", str(synth), "--set", "teacher.epocs=1"], "unknown setting"),
+        (["--data", str(synth), "--preset", "nope"], "preset 'nope' not found"),
+        (["--data", str(synth), "--perceptual", "vgg19"], "needs --vgg-weights"),
+    ]
+    for args, match in cases:
+        out = tmp_path / f"out{len(args)}"
+        result = _cli(*args, "--out", str(out), "--preset", "cpu") if "--preset" not in args \
+            else _cli(*args, "--out", str(out))
+        assert result.returncode == 2, (args, result.stderr)
+        assert match in result.stderr, (args, result.stderr)
+        assert not (out / "teacher").exists() and not (out / "student").exists()
+    busy = tmp_path / "busy"
+    (busy / "teacher").mkdir(parents=True)
+    (busy / "teacher" / "state.pt").write_bytes(b"x")
+    result = _cli("--data", str(synth), "--out", str(busy), "--preset", "cpu")
+    assert result.returncode == 2 and "--resume" in result.stderr
+
+
+@pytest.mark.slow
+def test_cli_trains_both_stages_and_exports(synth, tmp_path) -> None:
+    result = _cli("--data", str(synth), "--out", str(tmp_path / "run"), "--preset", "cpu",
+                  "--set", "data.patch_size=16", "--set", "data.stride=16",
+                  "--teacher-epochs", "1", "--student-epochs", "1", "--batch-size", "8",
+                  "--teacher-width", "0.125")
+    assert result.returncode == 0, result.stderr[-2000:]
+    student = tmp_path / "run" / "student"
+    assert (student / "student.onnx").is_file() and (student / "student.json").is_file()
+    assert load_checkpoint(student / "student.pt").build()(torch.rand(1, 2, 8, 8)).shape == (
+        1, 1, 8, 8)
+
+
+@pytest.mark.slow
+def test_torchrun_two_cpu_processes(synth, tmp_path) -> None:
+    """DistributedDataParallel over gloo: two ranks share the bank and train one model."""
+    pytest.importorskip("torch.distributed.run")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+           "--master_port", str(29500 + os.getpid() % 1000), str(TRAIN_PY), "--data", str(synth),
+           "--out", str(tmp_path / "ddp"), "--preset", "cpu", "--set", "data.patch_size=16",
+           "--set", "data.stride=16", "--teacher-epochs", "1", "--student-epochs", "2",
+           "--batch-size", "4", "--teacher-width", "0.125", "--device", "cpu", "--threads", "1"]
+    result = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, timeout=300,
+                            env=dict(os.environ, OMP_NUM_THREADS="1"))
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert (tmp_path / "ddp" / "student" / "student.pt").is_file()
+
+
+def test_shipped_default_weights_come_from_this_tool() -> None:
+    meta = load_checkpoint(default_weights_path()).meta
+    training = meta.get("training", {})
+    if "distillation" not in str(training.get("recipe", "")):
+        pytest.skip("the package still ships the interim weights (issue 4 not yet finished)")
+    assert training["perceptual"]["network"] in ("vgg19", "fallback")
+    assert set(meta["validation"]) >= {"EN", "SD", "SF", "MI", "SCD", "VIF", "Qabf", "SSIM"}
+    assert meta["data"]["val_pairs"] > 0
+    side = json.loads(default_weights_path().with_suffix(".json").read_text())
+    assert side["training"]["recipe"] == training["recipe"]
