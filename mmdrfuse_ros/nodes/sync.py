@@ -188,6 +188,15 @@ class SyncedSubscriptions:
                     )
                 )
 
+    def clear(self) -> None:
+        """Forget queued messages (after the clock jumped back, e.g. a bag loop)."""
+        if self.policy is not None:
+            self.policy.clear()
+        else:  # message_filters keeps one {stamp: msg} dict per input, guarded by its lock
+            with self._sync.lock:
+                for queue in self._sync.queues:
+                    queue.clear()
+
     @property
     def topics(self) -> list[str]:
         """Resolved topic names (after namespaces and remaps)."""
