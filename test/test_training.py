@@ -3,6 +3,7 @@ export and the CLI's refusal of bad input (all before any training step)."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import shutil
@@ -54,7 +55,7 @@ def tiny_config(**run: object) -> TrainConfig:
     cfg = TrainConfig()
     merge(cfg, {
         "data": {"patch_size": 16, "stride": 16, "flips": True},
-        "teacher": {"width": 0.125, "epochs": 2, "batch_size": 8, "lr": 1e-3},
+        "teacher": {"width": 0.125, "epochs": 1, "batch_size": 8, "lr": 1e-3},
         "student": {"epochs": 2, "batch_size": 8, "lr": 1e-2},
         "run": {"export_onnx": False, "threads": 1, **run},
     })
@@ -188,9 +189,9 @@ def test_resume_gives_the_same_weights_as_an_uninterrupted_run(synth, tmp_path) 
     whole = train(tiny_config(), synth, tmp_path / "whole")
     assert whole["student"]["validation"] or whole["student"]["validation"] == {}
     with pytest.raises(TrainingInterrupted):
-        train(tiny_config(stop_after_steps=5), synth, tmp_path / "cut")  # mid teacher epoch 1
+        train(tiny_config(stop_after_steps=4), synth, tmp_path / "cut")  # mid teacher epoch 1
     with pytest.raises(TrainingInterrupted):
-        train(tiny_config(stop_after_steps=3), synth, tmp_path / "cut", resume=True)  # student
+        train(tiny_config(stop_after_steps=10), synth, tmp_path / "cut", resume=True)  # epoch 2
     train(tiny_config(), synth, tmp_path / "cut", resume=True)
     for name in ("teacher/teacher.pt", "student/student.pt"):
         a = torch.load(tmp_path / "whole" / name, weights_only=True)["state_dict"]
@@ -215,20 +216,29 @@ def test_onnx_export_matches_torch(tmp_path) -> None:
 # -- the CLI -------------------------------------------------------------------------------------
 
 
+def _train_main():
+    """training/train.py's ``main``, imported in-process (a subprocess costs a torch import)."""
+    spec = importlib.util.spec_from_file_location("train_cli", TRAIN_PY)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.main
+
+
 def _cli(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess:
     env = dict(os.environ, OMP_NUM_THREADS="1")
     return subprocess.run([sys.executable, str(TRAIN_PY), *args], capture_output=True, text=True,
                           cwd=cwd, env=env, timeout=120)
 
 
-def test_cli_help_and_print_config() -> None:
-    assert "--preset" in _cli("--help").stdout
-    shown = _cli("--preset", "cpu", "--print-config", "--set", "student.epochs=7")
-    assert shown.returncode == 0, shown.stderr
-    assert "epochs: 7" in shown.stdout and "width: 0.25" in shown.stdout
+def test_cli_help_and_print_config(capsys) -> None:
+    assert "--preset" in _cli("--help").stdout  # the real script, in a subprocess
+    assert _train_main()(["--preset", "cpu", "--print-config", "--set", "student.epochs=7"]) == 0
+    shown = capsys.readouterr().out
+    assert "epochs: 7" in shown and "width: 0.25" in shown
 
 
-def test_cli_refuses_bad_input_before_training(synth, tmp_path) -> None:
+def test_cli_refuses_bad_input_before_training(synth, tmp_path, capsys) -> None:
+    main = _train_main()
     empty = tmp_path / "empty"
     (empty / "ir").mkdir(parents=True)
     (empty / "vi").mkdir()
@@ -244,18 +254,19 @@ def test_cli_refuses_bad_input_before_training(synth, tmp_path) -> None:
         (["--data", str(synth), "--preset", "nope"], "preset 'nope' not found"),
         (["--data", str(synth), "--perceptual", "vgg19"], "needs --vgg-weights"),
     ]
-    for args, match in cases:
-        out = tmp_path / f"out{len(args)}"
-        result = _cli(*args, "--out", str(out), "--preset", "cpu") if "--preset" not in args \
-            else _cli(*args, "--out", str(out))
-        assert result.returncode == 2, (args, result.stderr)
-        assert match in result.stderr, (args, result.stderr)
-        assert not (out / "teacher").exists() and not (out / "student").exists()
     busy = tmp_path / "busy"
     (busy / "teacher").mkdir(parents=True)
     (busy / "teacher" / "state.pt").write_bytes(b"x")
-    result = _cli("--data", str(synth), "--out", str(busy), "--preset", "cpu")
-    assert result.returncode == 2 and "--resume" in result.stderr
+    cases.append((["--data", str(synth), "--out", str(busy)], "--resume"))
+    for i, (args, match) in enumerate(cases):
+        out = tmp_path / f"out{i}"
+        preset = [] if "--preset" in args else ["--preset", "cpu"]
+        code = main([*args, "--out", str(out), *preset] if "--out" not in args else
+                    [*args, *preset])
+        err = capsys.readouterr().err
+        assert code == 2, (args, err)
+        assert match in err, (args, err)
+        assert not (out / "teacher").exists() and not (out / "student").exists()
 
 
 @pytest.mark.slow
