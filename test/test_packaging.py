@@ -9,8 +9,6 @@ import sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
-import pytest
-
 REPO = Path(__file__).resolve().parent.parent
 
 
@@ -41,12 +39,12 @@ def test_editable_install_finds_config_and_weights():
     assert default_weights_path().is_file()
 
 
-@pytest.mark.slow
 def test_prefix_install_finds_share_files_and_weights(tmp_path):
     """A non-editable install into its own prefix, used from outside the source tree."""
     prefix = tmp_path / "prefix"
     subprocess.run(
         [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
+         "--ignore-installed",  # never uninstall the editable install of the running venv
          "--prefix", str(prefix), str(REPO)],
         check=True, cwd=tmp_path,
     )
