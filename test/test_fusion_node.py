@@ -488,3 +488,21 @@ def test_sim_time_stamps_and_a_bag_loop(harness):
         time.sleep(0.05)
     assert wait_until(lambda: len(h.fused) > before)
     assert h.node.stats()["time_jumps_back"] >= 1
+
+
+@pytest.mark.gpu
+def test_cuda_memory_is_released_on_deactivate(harness):
+    torch = pytest.importorskip("torch")
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA device on this machine")
+    torch.cuda.synchronize()
+    baseline = torch.cuda.memory_allocated()
+    h = harness(backend="torch", device="cuda")
+    h.wait_connected()
+    h.pair(BASE)
+    assert wait_until(lambda: len(h.fused) == 1)
+    assert h.node.stats()["device"].startswith("cuda")
+    assert torch.cuda.memory_allocated() > baseline
+    h.node.trigger_deactivate()
+    torch.cuda.synchronize()
+    assert torch.cuda.memory_allocated() == baseline

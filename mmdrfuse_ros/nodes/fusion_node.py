@@ -426,6 +426,9 @@ class FusionNode(LifecycleNode):
             if reason:
                 return SetParametersResult(successful=False, reason=reason)
         engine_changes = {p.name: p.value for p in known if PARAM_BY_NAME[p.name].engine}
+        later = sorted(p.name for p in known if not PARAM_BY_NAME[p.name].engine)
+        if later and self._state == "active" and self._declared():
+            self.get_logger().info(f"{later} will apply at the next activation")
         if not engine_changes or not self._declared():
             return SetParametersResult(successful=True)
         values = {**self._param_values(), **engine_changes}
