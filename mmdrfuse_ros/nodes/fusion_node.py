@@ -639,7 +639,8 @@ class FusionNode(LifecycleNode):
         self.rates["fused"].tick()
         self.latency_receive.add(time.monotonic() - pair.received)
         now_ns = self.get_clock().now().nanoseconds
-        self.latency_stamp.add((now_ns - stamp_to_ns(pair.rgb.header.stamp)) / 1e9)
+        if now_ns:  # 0 under use_sim_time until the first /clock message
+            self.latency_stamp.add((now_ns - stamp_to_ns(pair.rgb.header.stamp)) / 1e9)
 
     def _apply_pending_engine(self) -> None:
         with self._engine_lock:
