@@ -356,7 +356,6 @@ class FusionNode(LifecycleNode):
         self._last_stamp_ns: dict[int, int] = {}
         self._log_times: dict[str, float] = {}
         self._state = "unconfigured"
-        self._io: dict[str, Any] = {}
 
         self.add_on_set_parameters_callback(self._on_set_parameters)
         try:
@@ -452,7 +451,6 @@ class FusionNode(LifecycleNode):
         if reason:
             self.get_logger().error(f"cannot configure: {reason}")
             return TransitionCallbackReturn.FAILURE
-        self._io = values
         out_qos = make_qos(values["output_reliability"], values["output_depth"])
         self._fused_pub = self.create_lifecycle_publisher(Image, topics.FUSED_IMAGE, out_qos)
         if values["publish_camera_info"]:
