@@ -39,9 +39,6 @@ from typing import Any
 import numpy as np
 import rclpy
 from rcl_interfaces.msg import (
-    FloatingPointRange,
-    IntegerRange,
-    ParameterDescriptor,
     SetParametersResult,
 )
 from rclpy.exceptions import ParameterUninitializedException
@@ -57,6 +54,7 @@ from mmdrfuse_ros.fusion import (
     cuda_available,
     load_checkpoint,
 )
+from mmdrfuse_ros.nodes.common import LatestSlot, Param, check_choice, descriptor_for
 from mmdrfuse_ros.nodes.diagnostics import (
     ERROR,
     OK,
@@ -115,19 +113,6 @@ TIME_JUMP_BACK_NS = 1_000_000_000
 _DEVICE_PATTERN = re.compile(r"^(|auto|cpu|cuda(:[0-9]+)?)$")
 
 
-@dataclass(frozen=True)
-class Param:
-    """One parameter: its default (or type when it has none), description and constraints."""
-
-    name: str
-    default: Any
-    description: str
-    choices: tuple[str, ...] = ()
-    int_range: tuple[int, int] | None = None
-    float_range: tuple[float, float] | None = None
-    engine: bool = False  # True: applied live by rebuilding the engine
-
-
 PARAMS: tuple[Param, ...] = (
     Param("backend", "auto", "fusion backend: auto (CUDA if present, else cpu-fast), torch or "
           "cpu-fast", choices=BACKENDS, engine=True),
@@ -178,8 +163,8 @@ def check_param(name: str, value: Any) -> str | None:
     spec = PARAM_BY_NAME.get(name)
     if spec is None or value is None:
         return None
-    if spec.choices and value not in spec.choices:
-        return f"{name} must be one of {list(spec.choices)}, got {value!r}"
+    if reason := check_choice(spec, value):
+        return reason
     if name == "device" and not _DEVICE_PATTERN.match(value):
         return f"device must be '', auto, cpu, cuda or cuda:N, got {value!r}"
     if name == "device" and value.startswith("cuda") and not cuda_available():
@@ -283,42 +268,6 @@ def visible_array(msg: Any) -> np.ndarray:
 
 
 # ----------------------------------------------------------------------- the worker mailbox
-class LatestPairSlot:
-    """A one-item mailbox: ``put`` replaces an item not yet taken and says so."""
-
-    def __init__(self) -> None:
-        self._cond = threading.Condition()
-        self._item: Any = None
-        self._closed = False
-
-    def put(self, item: Any) -> bool:
-        with self._cond:
-            replaced = self._item is not None
-            self._item = item
-            self._cond.notify()
-        return replaced
-
-    def take(self, timeout: float) -> Any:
-        with self._cond:
-            if self._item is None and not self._closed:
-                self._cond.wait(timeout)
-            item, self._item = self._item, None
-            return item
-
-    def close(self) -> Any:
-        """Wake the worker for good; returns (and discards) an item never taken."""
-        with self._cond:
-            self._closed = True
-            item, self._item = self._item, None
-            self._cond.notify_all()
-            return item
-
-    def reopen(self) -> None:
-        with self._cond:
-            self._closed = False
-            self._item = None
-
-
 @dataclass
 class _Pair:
     thermal: Any
@@ -345,7 +294,7 @@ class FusionNode(LifecycleNode):
         self._engine_lock = threading.Lock()
         self._pending_engine: dict[str, Any] | None = None  # new parameter values to apply
         self._reset_engine_state = False
-        self._slot = LatestPairSlot()
+        self._slot = LatestSlot()
         self._worker: threading.Thread | None = None
         self._stop = threading.Event()
         self._sync: SyncedSubscriptions | None = None
@@ -360,7 +309,7 @@ class FusionNode(LifecycleNode):
         self.add_on_set_parameters_callback(self._on_set_parameters)
         try:
             for spec in PARAMS:  # raises InvalidParameterValueException with the reason
-                self.declare_parameter(spec.name, spec.default, _descriptor(spec))
+                self.declare_parameter(spec.name, spec.default, descriptor_for(spec))
             reason = check_engine_config(self._param_values())
             if reason:
                 raise ValueError(f"invalid fusion parameters: {reason}")
@@ -686,24 +635,6 @@ class FusionNode(LifecycleNode):
         else:
             level, message = OK, f"fusing at {values['fused_hz']:.1f} Hz"
         return DiagnosticReport(level, message, values)
-
-
-def _descriptor(spec: Param) -> ParameterDescriptor:
-    description = spec.description
-    if spec.choices:
-        description += f" [{', '.join(spec.choices)}]"
-    descriptor = ParameterDescriptor(description=description)
-    if spec.choices:
-        descriptor.additional_constraints = f"one of: {', '.join(spec.choices)}"
-    if spec.int_range:
-        descriptor.integer_range = [
-            IntegerRange(from_value=spec.int_range[0], to_value=spec.int_range[1], step=1)
-        ]
-    if spec.float_range:
-        descriptor.floating_point_range = [
-            FloatingPointRange(from_value=spec.float_range[0], to_value=spec.float_range[1])
-        ]
-    return descriptor
 
 
 def main(args: list[str] | None = None) -> int:
