@@ -1,0 +1,203 @@
+"""The detector node over real DDS topics: detections with the image's header, bad input counted
+while the node keeps running, lifecycle transitions, parameter validation, diagnostics.
+
+Timeouts only bound the waiting; no assertion is about speed.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Callable
+
+import numpy as np
+import pytest
+
+rclpy = pytest.importorskip("rclpy")
+
+from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
+from rclpy.executors import MultiThreadedExecutor  # noqa: E402
+from rclpy.parameter import Parameter  # noqa: E402
+from sensor_msgs.msg import Image  # noqa: E402
+
+from mmdrfuse_ros import topics  # noqa: E402
+from mmdrfuse_ros.bag.synth import NightScene, SynthConfig  # noqa: E402
+from mmdrfuse_ros.detection.messages import (  # noqa: E402
+    detection_message_type,
+    msg_to_detections,
+)
+from mmdrfuse_ros.metrics.detection import average_precision  # noqa: E402
+from mmdrfuse_ros.nodes.detector_node import DetectorNode  # noqa: E402
+from mmdrfuse_ros.nodes.diagnostics import status_values  # noqa: E402
+from mmdrfuse_ros.nodes.image_conversion import array_to_image  # noqa: E402
+from mmdrfuse_ros.nodes.qos import make_qos  # noqa: E402
+
+pytestmark = pytest.mark.ros
+
+
+@pytest.fixture(scope="module")
+def context():
+    """A private rclpy context on loopback, with a domain id of this module's own."""
+    os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
+    ctx = rclpy.Context()
+    rclpy.init(context=ctx, domain_id=1 + (os.getpid() * 7 + 29) % 100)
+    yield ctx
+    rclpy.shutdown(context=ctx)
+
+
+@pytest.fixture(scope="module")
+def people() -> tuple[np.ndarray, list]:
+    """A 640x360 night frame with a lit pedestrian that HOG finds (see test_detection.py)."""
+    image, boxes, _ = NightScene(SynthConfig(rgb_size=(640, 360))).render_rgb(
+        0.5, np.random.default_rng(0)
+    )
+    return image, boxes
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float = 15.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.02)
+    return predicate()
+
+
+class Harness:
+    count = 0
+
+    def __init__(self, context, **params):
+        Harness.count += 1
+        overrides = [Parameter(k, value=v) for k, v in params.items()]
+        self.node = DetectorNode(context=context, parameter_overrides=overrides)
+        self.helper = rclpy.create_node(f"detector_test_helper_{Harness.count}", context=context)
+        self.pub = self.helper.create_publisher(Image, topics.FUSED_IMAGE, make_qos("reliable", 5))
+        self.received = []
+        self.diagnostics = []
+        self.helper.create_subscription(detection_message_type(), topics.DETECTIONS,
+                                        self.received.append, make_qos("reliable", 50))
+        self.helper.create_subscription(DiagnosticArray, topics.DIAGNOSTICS,
+                                        self.diagnostics.append, 50)
+        self.executor = MultiThreadedExecutor(num_threads=3, context=context)
+        self.executor.add_node(self.node)
+        self.executor.add_node(self.helper)
+        self.thread = threading.Thread(target=self.executor.spin, daemon=True)
+        self.thread.start()
+        assert wait_until(lambda: self.pub.get_subscription_count() > 0)
+        assert wait_until(lambda: self.helper.count_publishers(topics.DETECTIONS) > 0)
+
+    def send(self, image: np.ndarray | Image, sec: int, frame_id: str = "rgb_optical") -> None:
+        msg = image if isinstance(image, Image) else array_to_image(image, "bgr8")
+        msg.header.stamp.sec, msg.header.stamp.nanosec = sec, 500
+        msg.header.frame_id = frame_id
+        self.pub.publish(msg)
+
+    def close(self) -> None:
+        self.executor.shutdown()
+        self.node.destroy_node()
+        self.helper.destroy_node()
+
+
+@pytest.fixture
+def harness(context):
+    made = []
+
+    def make(**params):
+        made.append(Harness(context, **params))
+        return made[-1]
+
+    yield make
+    for h in made:
+        h.close()
+
+
+def test_detections_carry_the_image_header_and_find_the_person(harness, people):
+    image, boxes = people
+    h = harness()
+    h.send(image, sec=7, frame_id="camera_frame")
+    assert wait_until(lambda: len(h.received) >= 1)
+    stamp_ns, frame_id, detections = msg_to_detections(h.received[0])
+    assert stamp_ns == 7_000_000_500 and frame_id == "camera_frame"
+    assert all(d.label == "person" for d in detections)
+    truth = [[b[:4] for b in boxes]]
+    assert average_precision([[d.as_row() for d in detections]], truth)["AP50"] > 0, (
+        "the lit pedestrian should be found with a box that matches its ground truth"
+    )
+    assert h.node.stats()["processed"] == 1
+
+
+def test_bad_images_are_counted_and_the_node_keeps_running(harness, people):
+    image, _ = people
+    h = harness()
+    weird = array_to_image(image, "bgr8")
+    weird.encoding = "yuv422_yuy2_bogus"
+    short = array_to_image(image, "bgr8")
+    short.data = short.data[:100]  # a buffer shorter than height * step
+    h.send(weird, sec=1)
+    assert wait_until(lambda: h.node.stats()["dropped_unsupported_encoding"] == 1)
+    h.send(short, sec=2)
+    assert wait_until(lambda: h.node.stats()["dropped_malformed_image"] == 1)
+    h.send(image, sec=3)
+    assert wait_until(lambda: len(h.received) >= 1)
+    assert msg_to_detections(h.received[-1])[0] == 3_000_000_500
+    assert wait_until(lambda: any(
+        status_values(s).get("dropped_malformed_image") == "1"
+        for d in h.diagnostics for s in d.status if s.name == "detector_node: detector"
+    ))
+
+
+def test_lifecycle_deactivate_stops_and_activate_resumes(harness, people):
+    image, _ = people
+    h = harness(publish_image=True)
+    annotated = []
+    h.helper.create_subscription(Image, topics.DETECTIONS_IMAGE, annotated.append,
+                                 make_qos("reliable", 5))
+    assert wait_until(lambda: h.helper.count_publishers(topics.DETECTIONS_IMAGE) > 0)
+    h.send(image, sec=1)
+    assert wait_until(lambda: len(h.received) == 1 and len(annotated) == 1)
+    assert annotated[0].header.stamp.sec == 1 and annotated[0].encoding == "bgr8"
+    assert h.node.lifecycle_state == "active"
+    h.node.trigger_deactivate()
+    assert h.node.lifecycle_state == "inactive"
+    h.send(image, sec=2)
+    time.sleep(0.5)
+    assert len(h.received) == 1 and h.node.stats()["received"] == 1
+    h.node.trigger_activate()
+    assert wait_until(lambda: h.pub.get_subscription_count() > 0)
+    h.send(image, sec=3)
+    assert wait_until(lambda: len(h.received) == 2)
+    h.node.trigger_deactivate()
+    h.node.trigger_cleanup()
+    assert h.node.lifecycle_state == "unconfigured"
+
+
+def test_not_autostarted_node_waits_unconfigured(context):
+    node = DetectorNode(context=context, parameter_overrides=[Parameter("autostart", value=False)])
+    try:
+        assert node.lifecycle_state == "unconfigured"
+        assert node.start() and node.lifecycle_state == "active"
+    finally:
+        node.destroy_node()
+
+
+def test_parameters_are_validated(context, tmp_path):
+    node = DetectorNode(context=context)
+    try:
+        def refused(name, value):
+            return not node.set_parameters([Parameter(name, value=value)])[0].successful
+
+        assert refused("backend", "yolo")
+        assert refused("backend", "onnx")  # no model_path
+        assert refused("score_threshold", 20.0)  # out of range
+        assert refused("onnx_layout", "v11")
+        assert refused("model_path", str(tmp_path / "missing.onnx")) is False  # hog: unused
+        assert not node.set_parameters_atomically([
+            Parameter("backend", value="onnx"),
+            Parameter("model_path", value=str(tmp_path / "missing.onnx")),
+        ]).successful
+        assert not refused("hog_scale", 1.2) and node.get_parameter("hog_scale").value == 1.2
+    finally:
+        node.destroy_node()
+    with pytest.raises(Exception, match="backend"):
+        DetectorNode(context=context, parameter_overrides=[Parameter("backend", value="ssd")])
