@@ -13,7 +13,7 @@ OUT    ?= out
 export ROS_AUTOMATIC_DISCOVERY_RANGE := LOCALHOST
 export ROS_DOMAIN_ID ?= 42
 
-.PHONY: demo test venv bench lint clean
+.PHONY: demo test venv bench bench-transport bench-metrics lint clean
 
 venv: $(STAMP)
 
@@ -33,6 +33,12 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_fusion.py
+
+bench-transport: $(STAMP)
+	$(BIN)/python benchmarks/bench_transport.py
+
+bench-metrics: $(STAMP)
+	$(BIN)/python benchmarks/bench_metrics.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
