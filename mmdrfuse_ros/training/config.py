@@ -20,7 +20,7 @@ import yaml
 
 from mmdrfuse_ros.training import TrainingInputError
 from mmdrfuse_ros.training.bank import BANK_DTYPES
-from mmdrfuse_ros.training.perceptual import PERCEPTUAL_CHOICES
+from mmdrfuse_ros.training.perceptual import FALLBACK_GAIN, PERCEPTUAL_CHOICES
 
 STAGES = ("teacher", "student", "both")
 
@@ -67,6 +67,7 @@ class StudentConfig(StageConfig):
 class PerceptualConfig:
     network: str = "auto"  # auto: vgg19 if vgg_weights is given, else the fallback
     vgg_weights: str | None = None
+    fallback_gain: float = FALLBACK_GAIN  # scales the fallback's features (its MSE by gain^2)
 
 
 @dataclass
@@ -115,6 +116,7 @@ class TrainConfig:
         _check(self.teacher.width > 0, "teacher.width must be > 0")
         _check(self.perceptual.network in PERCEPTUAL_CHOICES,
                f"perceptual.network must be one of {PERCEPTUAL_CHOICES}")
+        _check(self.perceptual.fallback_gain > 0, "perceptual.fallback_gain must be > 0")
         _check(self.bank.dtype in BANK_DTYPES, f"bank.dtype must be one of {BANK_DTYPES}")
         _check(r.val_every >= 1, "run.val_every must be >= 1")
         _check(r.checkpoint_every >= 0, "run.checkpoint_every must be >= 0")

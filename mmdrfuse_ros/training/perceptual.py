@@ -42,6 +42,10 @@ VGG19_STAGE_INDICES = (3, 8, 17, 26, 35)
 #: the SSIM memory uses the deep stages, the GMSD memory the shallow ones (published split).
 DEEP_STAGES = (3, 4)
 SHALLOW_STAGES = (0, 1, 2)
+#: the fallback's feature scale. At 1 its MSE is ~1e-3, too small to steer training against the
+#: L1 intensity term (ImageNet VGG activations are 10-100x larger); 30 was the best of 1, 10, 30,
+#: 100 on RoadScene (docs/TRAINING_RESULTS.md), 100 let the term swamp all others.
+FALLBACK_GAIN = 30.0
 
 
 class PerceptualError(TrainingInputError):
@@ -152,10 +156,12 @@ class EdgePyramid(FeatureNet):
         "4 orientations], ReLU; parameter-free"
     )
 
-    def __init__(self, levels: int = 5) -> None:
+    def __init__(self, levels: int = 5, gain: float = FALLBACK_GAIN) -> None:
         super().__init__()
         self.levels = levels
-        self.register_buffer("bank", _edge_bank(), persistent=False)
+        self.gain = float(gain)
+        self.description = f"{self.description}; gain {self.gain:g}"
+        self.register_buffer("bank", _edge_bank() * self.gain, persistent=False)
 
     def stages(self, x: torch.Tensor) -> list[torch.Tensor]:
         if x.shape[1] != 1:
@@ -182,7 +188,8 @@ class NoFeatures(FeatureNet):
         return []
 
 
-def build_feature_net(choice: str = "auto", vgg_weights: str | Path | None = None) -> FeatureNet:
+def build_feature_net(choice: str = "auto", vgg_weights: str | Path | None = None,
+                      fallback_gain: float = FALLBACK_GAIN) -> FeatureNet:
     """Resolve the perceptual network and say loudly which one is used.
 
     ``auto`` means VGG19 with the given weights if ``vgg_weights`` is set, else the fallback.
@@ -203,7 +210,7 @@ def build_feature_net(choice: str = "auto", vgg_weights: str | Path | None = Non
     elif choice == "fallback":
         if vgg_weights:
             raise PerceptualError("--vgg-weights given but perceptual network is 'fallback'")
-        net = EdgePyramid()
+        net = EdgePyramid(gain=fallback_gain)
         log.warning(
             "PERCEPTUAL LOSS USES THE FALLBACK NETWORK, NOT IMAGENET VGG19: %s. Pass "
             "--vgg-weights PATH (torchvision vgg19 state dict) for the published loss.",

@@ -614,7 +614,8 @@ def train(cfg: TrainConfig, data_dir: str | Path, out_dir: str | Path, stage: st
                               "it, --overwrite to start again, or choose another --out")
 
     # 1. everything that can be wrong, before any training
-    features = build_feature_net(cfg.perceptual.network, cfg.perceptual.vgg_weights)
+    features = build_feature_net(cfg.perceptual.network, cfg.perceptual.vgg_weights,
+                                 cfg.perceptual.fallback_gain)
     teacher: TeacherNet | None = None
     teacher_meta: dict[str, Any] = {}
     own_teacher = out / "teacher" / "teacher.pt"
