@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import torch
 
-from mmdrfuse_ros.fusion.model import StudentNet, load_checkpoint
+from mmdrfuse_ros.fusion.model import StudentNet, load_checkpoint, save_checkpoint
 from mmdrfuse_ros.resources import default_weights_path
 from mmdrfuse_ros.training.config import ConfigError, TrainConfig, merge, set_dotted
 from mmdrfuse_ros.training.data import (
@@ -30,7 +30,7 @@ from mmdrfuse_ros.training.data import (
     split_names,
     write_synthetic_dataset,
 )
-from mmdrfuse_ros.training.export import export_onnx, onnx_max_difference
+from mmdrfuse_ros.training.export import export_onnx, install_default, onnx_max_difference
 from mmdrfuse_ros.training.perceptual import EdgePyramid
 from mmdrfuse_ros.training.teacher import TeacherError, TeacherNet, load_teacher
 from mmdrfuse_ros.training.trainer import (
@@ -211,6 +211,19 @@ def test_onnx_export_matches_torch(tmp_path) -> None:
     net = StudentNet()
     path = export_onnx(net, tmp_path / "student.onnx")
     assert onnx_max_difference(net, path) < 1e-5
+
+
+def test_install_default_copies_weights_and_readable_metadata(tmp_path) -> None:
+    net = StudentNet()
+    src = save_checkpoint(tmp_path / "s.pt", net, training={"recipe": "r"}, data={"pairs": 3},
+                          validation={"EN": 6.0})
+    pt, js = install_default(src, tmp_path / "w" / "default.pt", data_name="Synthetic")
+    meta = load_checkpoint(pt).meta
+    assert meta["data"] == {"pairs": 3, "name": "Synthetic"} and meta["validation"] == {"EN": 6.0}
+    assert json.loads(js.read_text()) == meta
+    torch.save(net.state_dict(), tmp_path / "bare.pt")
+    with pytest.raises(ValueError, match="only a student trained by this tool"):
+        install_default(tmp_path / "bare.pt", tmp_path / "w" / "x.pt")
 
 
 # -- the CLI -------------------------------------------------------------------------------------

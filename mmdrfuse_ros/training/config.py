@@ -31,6 +31,7 @@ class ConfigError(TrainingInputError):
 
 @dataclass
 class DataConfig:
+    name: str | None = None  # free text for the checkpoint metadata, e.g. the data set's citation
     patch_size: int = 128
     stride: int = 128
     val_fraction: float = 0.1

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -39,12 +40,15 @@ def export_onnx(net: torch.nn.Module, path: str | Path, height: int = 64, width:
     net = net.eval().cpu()
     example = torch.rand(1, 2, height, width)
     # The TorchScript exporter: the dynamo exporter needs onnxscript, which we do not depend on.
-    torch.onnx.export(
-        net, (example,), str(path), dynamo=False, opset_version=ONNX_OPSET,
-        input_names=[ONNX_INPUT], output_names=[ONNX_OUTPUT],
-        dynamic_axes={ONNX_INPUT: {0: "batch", 2: "height", 3: "width"},
-                      ONNX_OUTPUT: {0: "batch", 2: "height", 3: "width"}},
-    )
+    # It warns about its own deprecation and reflection-pad constant folding: noise for users.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", (DeprecationWarning, UserWarning))
+        torch.onnx.export(
+            net, (example,), str(path), dynamo=False, opset_version=ONNX_OPSET,
+            input_names=[ONNX_INPUT], output_names=[ONNX_OUTPUT],
+            dynamic_axes={ONNX_INPUT: {0: "batch", 2: "height", 3: "width"},
+                          ONNX_OUTPUT: {0: "batch", 2: "height", 3: "width"}},
+        )
     return path
 
 
@@ -59,3 +63,51 @@ def onnx_max_difference(net: torch.nn.Module, path: str | Path, height: int = 37
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     got = session.run([ONNX_OUTPUT], {ONNX_INPUT: x.numpy()})[0]
     return float(np.abs(got - ref).max())
+
+
+def install_default(source: str | Path, destination: str | Path | None = None,
+                    data_name: str | None = None) -> tuple[Path, Path]:
+    """Copy a trained student (and its metadata) to the package default, or ``destination``."""
+    from mmdrfuse_ros.resources import default_weights_path
+
+    ckpt = load_checkpoint(source)
+    if ckpt.source_format != "mmdrfuse_ros.student" or not ckpt.meta.get("validation"):
+        raise ValueError(f"{source}: only a student trained by this tool (with validation "
+                         "metrics in its metadata) can become the default")
+    meta = dict(ckpt.meta)
+    data = dict(meta.pop("data", {}))
+    if data_name:
+        data["name"] = data_name
+    meta.pop("parameters", None)
+    return export_student(destination or default_weights_path(), ckpt.build(),
+                          training=meta.pop("training"), data=data,
+                          validation=meta.pop("validation"), **meta)
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+    import sys
+
+    p = argparse.ArgumentParser(description="Export a trained student: package default or ONNX.")
+    p.add_argument("student", type=Path, help="student.pt written by training/train.py")
+    p.add_argument("--install", action="store_true", help="make it the package's default weights")
+    p.add_argument("--data-name", help="data set name/citation to record in the metadata")
+    p.add_argument("--onnx", type=Path, help="also write an ONNX file here")
+    args = p.parse_args(argv)
+    try:
+        if args.install:
+            pt, js = install_default(args.student, data_name=args.data_name)
+            print(f"installed {pt} and {js}")
+        if args.onnx:
+            net = load_checkpoint(args.student).build()
+            export_onnx(net, args.onnx)
+            diff = onnx_max_difference(net, args.onnx)
+            print(f"{args.onnx}: max |torch - onnxruntime| = {diff:.2e}")
+    except (ValueError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -125,6 +125,7 @@ def prepare_data(data_dir: str | Path, cfg: TrainConfig) -> PreparedData:
         val_names = val_names[: cfg.run.val_max_images]
     patches = PatchSet(train_images, d.patch_size, d.stride, d.max_patches)
     info = {
+        "name": d.name or Path(data_dir).resolve().name,
         "path": str(Path(data_dir).resolve()),
         "pairs": len(pairs),
         "train_pairs": len(train_names),
