@@ -241,7 +241,7 @@ def write_folder_bag(
                     progress(1)
         except FolderError as exc:
             raise FolderError(
-                f"{exc}\n(stopped: the bag at {out} holds only the {summary.pairs} pairs before "
+                f"{exc}\n(stopped: the bag at {out} holds the {summary.pairs} pair(s) before "
                 "this one)"
             ) from exc
     summary.counts = dict(writer.counts)

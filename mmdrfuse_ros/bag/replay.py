@@ -150,6 +150,12 @@ class BagPlan:
         }
 
 
+def homography_argument(h: np.ndarray) -> str:
+    """The homography as a ROS parameter value (all doubles), e.g. for
+    ``ros2 launch ... homography:='[...]'`` or ``--ros-args -p homography:=[...]``."""
+    return "[" + ", ".join(repr(float(v)) for v in np.asarray(h, float).reshape(-1)) + "]"
+
+
 def _storage_of(path: Path) -> str:
     if path.is_dir():
         return "mcap" if any(path.glob("*.mcap")) else "sqlite3"
@@ -189,25 +195,25 @@ def plan_bag(options: ReplayOptions) -> BagPlan:
         info_topic = roles["camera_info"]
         if info_topic not in available or available[info_topic].msgtype != io.CAMERA_INFO:
             info_topic = None
-        calibration = None
-        if roles["calibration"] in available:
-            docs = reader.read_json(roles["calibration"])
-            calibration = docs[-1][1] if docs else None
-        homography = io.homography_from_calibration(calibration)
-        gt = {}
-        for role in ("ground_truth", "ground_truth_thermal"):
-            gt[role] = {}
-            if roles[role] in available:
-                for _, doc in reader.read_json(roles[role]):
-                    if "stamp_ns" not in doc:
-                        raise ReplayError(f"{roles[role]}: a ground-truth document has no stamp_ns")
-                    gt[role][int(doc["stamp_ns"])] = io.boxes_from_ground_truth(doc)
+        # one pass in log order: JSON documents (calibration, ground truth) and image stamps;
+        # corruption part way keeps everything before it (those messages still play)
+        json_roles = {roles[r]: r for r in ("calibration", "ground_truth", "ground_truth_thermal")
+                      if roles[r] in available}  # fmt: skip
+        for topic in json_roles:
+            if available[topic].msgtype != io.STRING:
+                raise ReplayError(
+                    f"{topic} has type {available[topic].msgtype}, expected {io.STRING} (JSON)"
+                )
+        docs: dict[str, list[dict]] = {r: [] for r in json_roles.values()}
         stamps: dict[str, list[int]] = {roles["thermal"]: [], roles["rgb"]: []}
         checked: set[str] = set()
         readable = 0
         problem = None
         try:
-            for topic, msgtype, _, raw in reader.messages(list(stamps)):
+            for topic, msgtype, _, raw in reader.messages([*stamps, *json_roles]):
+                if topic in json_roles:
+                    docs[json_roles[topic]].append(_json_doc(topic, raw))
+                    continue
                 if topic not in checked:  # the first frame of each: decodable and supported
                     checked.add(topic)
                     _check_first_frame(topic, msgtype, raw, topic == roles["thermal"],
@@ -216,6 +222,15 @@ def plan_bag(options: ReplayOptions) -> BagPlan:
                 readable += 1
         except io.BagError as exc:
             problem = str(exc)
+        calibration = docs.get("calibration", [None])[-1] if docs.get("calibration") else None
+        homography = io.homography_from_calibration(calibration)
+        gt: dict[str, dict[int, np.ndarray]] = {}
+        for role in ("ground_truth", "ground_truth_thermal"):
+            gt[role] = {}
+            for doc in docs.get(role, []):
+                if "stamp_ns" not in doc:
+                    raise ReplayError(f"{roles[role]}: a ground-truth document has no stamp_ns")
+                gt[role][int(doc["stamp_ns"])] = io.boxes_from_ground_truth(doc)
         plan = BagPlan(
             path=str(options.bag),
             storage=_storage_of(options.bag),
@@ -238,6 +253,19 @@ def plan_bag(options: ReplayOptions) -> BagPlan:
     if not plan.rgb_stamps or not plan.thermal_stamps:
         raise ReplayError(f"bag {options.bag} is unreadable from the start: {problem}")
     return plan
+
+
+def _json_doc(topic: str, raw: bytes) -> dict:
+    import json
+
+    text = io.BagReader.deserialize(raw, io.STRING).data
+    try:
+        doc = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ReplayError(f"{topic}: a message is not valid JSON ({exc})") from exc
+    if not isinstance(doc, dict):
+        raise ReplayError(f"{topic}: expected a JSON object, got {type(doc).__name__}")
+    return doc
 
 
 def _check_first_frame(
@@ -274,7 +302,9 @@ class Measurements:
     kept_fused: dict[int, np.ndarray] = field(default_factory=dict)
     player_lag_s: list[float] = field(default_factory=list)  # publish time - scheduled time
     diagnostics: dict[str, dict[str, str]] = field(default_factory=dict)  # status name -> values
-    diagnostics_first: dict[str, dict[str, str]] = field(default_factory=dict)
+    diagnostics_first: dict[str, dict[str, str]] = field(default_factory=dict)  # before play
+    diagnostics_time: dict[str, float] = field(default_factory=dict)  # last receive, monotonic
+    playing: bool = False
     errors: list[str] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -493,8 +523,10 @@ class _RosSession:
             for status in msg.status:
                 values = {kv.key: kv.value for kv in status.values}
                 with meas.lock:
-                    meas.diagnostics_first.setdefault(status.name, values)
+                    if not meas.playing:  # the baseline: the last status before playback
+                        meas.diagnostics_first[status.name] = values
                     meas.diagnostics[status.name] = values
+                    meas.diagnostics_time[status.name] = time.monotonic()
 
         rec.create_subscription(DiagnosticArray, topics.DIAGNOSTICS, on_diagnostics, 10)
         from rclpy.executors import MultiThreadedExecutor, SingleThreadedExecutor
@@ -538,6 +570,7 @@ class _RosSession:
         opts = self.options
         deadline = time.monotonic() + opts.start_timeout_s
         need_rgb = 1 + (1 if opts.floor else 0)
+        diag_deadline = time.monotonic() + 3.0  # diagnostics come once a second
         while True:
             missing = []
             if self.pub["thermal"].get_subscription_count() < 1:
@@ -551,8 +584,15 @@ class _RosSession:
                 det_name = self.recorder.resolve_topic_name(topics.DETECTIONS)
                 if self.recorder.count_publishers(det_name) < 1:
                     missing.append(f"a publisher of {det_name}")
+            if opts.external and not any("fusion" in n for n in self.meas.diagnostics_first):
+                # the node's counters before playback: the baseline of its counts
+                missing.append("/diagnostics from the fusion node")
             if not missing:
                 return
+            if missing == ["/diagnostics from the fusion node"] and time.monotonic() > min(
+                deadline, diag_deadline
+            ):
+                return  # counts then come only from what the recorder sees
             if time.monotonic() > deadline:
                 hint = (
                     "start the fusion and detector nodes first, with use_sim_time:=true "
@@ -1049,12 +1089,19 @@ def run_replay(options: ReplayOptions) -> tuple[dict[str, Any], int]:
         write_report(options.report, report)
         return report, 2
     report["bag"] = plan.info()
+    if options.external and plan.homography is not None:
+        report["external_hint"] = (
+            "the external fusion node needs the bag's homography: "
+            f"-p homography:={homography_argument(plan.homography).replace(' ', '')}"
+        )
     if plan.problem:
         report["errors"].append(
             f"{plan.problem} (after {plan.readable_messages} readable images: those are played)"
         )
-    for key, value in _profile_env(options).items():
-        os.environ[key] = value  # before the first participant of this process is created
+    profile_env = _profile_env(options)
+    saved_env = {key: os.environ.get(key) for key in profile_env}
+    os.environ.update(profile_env)  # read when this process creates its DDS participant
+    report["settings"]["fastdds_profile_used"] = next(iter(profile_env.values()), None)
     keep = _KeepPolicy(plan, max(2 * options.metrics_frames, options.samples))
     session: _RosSession | None = None
     node_stats: dict[str, Any] | None = None
@@ -1072,6 +1119,7 @@ def run_replay(options: ReplayOptions) -> tuple[dict[str, Any], int]:
         if session.detector is not None:
             report["settings"]["detector_backend"] = _describe_detector(session.detector)
         session.wait_for_graph()
+        meas.playing = True
         player = _Player(session, bar)
         try:
             player.run()
@@ -1092,6 +1140,11 @@ def run_replay(options: ReplayOptions) -> tuple[dict[str, Any], int]:
         bar.close()
         if session is not None:
             session.close()
+        for key, value in saved_env.items():  # leave the caller's environment as it was
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
     report["wall_s"] = {"playback_and_drain": time.time() - started}
     try:
         _analyse(report, meas, plan, options, node_stats, session)
@@ -1128,9 +1181,22 @@ def _drain(meas: Measurements, options: ReplayOptions, session: _RosSession) -> 
         now_counts = meas.counts()
         if now_counts != last:
             last, quiet_since = now_counts, time.monotonic()
-        elif time.monotonic() - quiet_since >= quiet and _nodes_idle(session):
+        elif (
+            time.monotonic() - quiet_since >= quiet
+            and _nodes_idle(session)
+            and _diagnostics_fresh(meas, options, quiet_since)
+        ):
             return
     meas.errors.append(f"outputs still arriving after the {options.drain_timeout_s:.0f} s drain")
+
+
+def _diagnostics_fresh(meas: Measurements, options: ReplayOptions, since: float) -> bool:
+    """External nodes: a fusion /diagnostics status received after the last output."""
+    if not options.external:
+        return True
+    with meas.lock:
+        times = [t for n, t in meas.diagnostics_time.items() if "fusion" in n]
+    return not times or max(times) > since + 0.05
 
 
 def _nodes_idle(session: _RosSession) -> bool:

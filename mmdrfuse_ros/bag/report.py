@@ -164,8 +164,8 @@ def _sections(report: dict[str, Any], files: dict[str, str]) -> list[Section]:
         out.append(sec)
 
     throughput = report.get("throughput_hz", {})
-    if throughput:
-        sec = Section("Throughput (Hz)", header=["stream", "Hz"])
+    if throughput or "rate_plot" in files:
+        sec = Section("Throughput (Hz)", header=["stream", "Hz"] if throughput else None)
         sec.rows = [[k.replace("_", " "), _fmt(v, 2)] for k, v in throughput.items()]
         if "rate_plot" in files:
             sec.image = files["rate_plot"]
