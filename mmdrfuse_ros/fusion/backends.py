@@ -5,7 +5,8 @@
 * :class:`CpuFastBackend`: the same 113-parameter network without PyTorch's generic convolution.
   With numba installed it is one fused, parallel, vectorised kernel whose 113 weights are
   scalar arguments (so the compiler keeps them in registers); without numba it falls back to
-  OpenCV ``filter2D`` (12 3x3 correlations). ``ReflectionPad2d`` equals OpenCV's
+  OpenCV ``filter2D`` (12 3x3 correlations). Both release the GIL while they compute, so a
+  node's subscription callbacks keep running during a frame. ``ReflectionPad2d`` equals OpenCV's
   ``BORDER_REFLECT_101``, and OpenCV/numba compute correlation exactly as ``conv2d`` does.
 """
 
@@ -220,7 +221,7 @@ def _kernel_source(band: int = _BAND_ROWS) -> str:
         "import numpy as np",
         "",
         "",
-        "@nb.njit(parallel=True, fastmath=True, cache=True)",
+        "@nb.njit(parallel=True, fastmath=True, cache=True, nogil=True)",
         f"def student_preact(irp, yp, out, {', '.join(w1 + b1 + w2)}, b2_0):",
         "    # irp, yp: reflect-padded (H+2, W+2) planes; out: (H, W) pre-tanh output.",
         "    H = out.shape[0]",
