@@ -26,7 +26,7 @@ class HogPeopleDetector:
         nms_iou: float = 0.45,
         win_stride: int = 8,
         scale: float = 1.05,
-        max_width: int = 960,
+        max_width: int = 640,
         tight_boxes: bool = True,
     ) -> None:
         if not hasattr(cv2, "HOGDescriptor_getDefaultPeopleDetector"):
