@@ -17,16 +17,14 @@ image); topic and QoS parameters at the next activation.
 from __future__ import annotations
 
 import inspect
-import math
 import sys
 import threading
 import time
 from dataclasses import dataclass
 from typing import Any
 
-import rclpy
 from rcl_interfaces.msg import SetParametersResult
-from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
+from rclpy.lifecycle import LifecycleState, TransitionCallbackReturn
 from rclpy.parameter import Parameter
 from sensor_msgs.msg import Image
 
@@ -35,7 +33,14 @@ from mmdrfuse_ros.detection import BACKENDS, Detector, create_detector, draw_det
 from mmdrfuse_ros.detection.hog import HogPeopleDetector
 from mmdrfuse_ros.detection.messages import detection_message_type, detections_to_msg
 from mmdrfuse_ros.detection.yolo_onnx import LAYOUTS
-from mmdrfuse_ros.nodes.common import LatestSlot, Param, check_choice, descriptor_for
+from mmdrfuse_ros.nodes.common import (
+    LatestSlot,
+    ManagedNode,
+    Param,
+    check_choice,
+    descriptor_for,
+    run_node,
+)
 from mmdrfuse_ros.nodes.diagnostics import (
     OK,
     WARN,
@@ -123,7 +128,7 @@ class _Frame:
     received: float  # monotonic
 
 
-class DetectorNode(LifecycleNode):
+class DetectorNode(ManagedNode):
     """The detector lifecycle node. ``node_kwargs`` go to rclpy's Node (parameter_overrides,
     namespace, context...), so tools can run it in-process."""
 
@@ -145,8 +150,6 @@ class DetectorNode(LifecycleNode):
         self._sub: Any = None
         self._det_pub: Any = None
         self._image_pub: Any = None
-        self._log_times: dict[str, float] = {}
-        self._state = "unconfigured"
 
         self.add_on_set_parameters_callback(self._on_set_parameters)
         try:
@@ -163,18 +166,6 @@ class DetectorNode(LifecycleNode):
             self.start()
 
     # ------------------------------------------------------------------ public helpers
-    def start(self) -> bool:
-        """Configure (if needed) and activate; True when the node ends up active."""
-        if self._state == "unconfigured":
-            self.trigger_configure()
-        if self._state == "inactive":
-            self.trigger_activate()
-        return self._state == "active"
-
-    @property
-    def lifecycle_state(self) -> str:
-        return self._state
-
     def stats(self) -> dict[str, Any]:
         """Counters, rates (Hz) and latency percentiles (ms): what /diagnostics reports."""
         values: dict[str, Any] = {"state": self._state, "backend": self._param("backend")}
@@ -248,33 +239,6 @@ class DetectorNode(LifecycleNode):
             f"{self._det_pub.topic_name} ({detection_message_type().__name__})"
         )
         return super().on_activate(state)
-
-    def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
-        self._release_active()
-        self._state = "inactive"
-        return super().on_deactivate(state)
-
-    def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
-        self._release_configured()
-        self._state = "unconfigured"
-        return super().on_cleanup(state)
-
-    def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
-        self._release_active()
-        self._release_configured()
-        self._state = "finalized"
-        return super().on_shutdown(state)
-
-    def on_error(self, state: LifecycleState) -> TransitionCallbackReturn:
-        self._release_active()
-        self._release_configured()
-        self._state = "unconfigured"
-        return TransitionCallbackReturn.SUCCESS
-
-    def destroy_node(self) -> None:
-        self._release_active()
-        self._diagnostics.destroy()
-        super().destroy_node()
 
     def _build(self, values: dict[str, Any]) -> Detector:
         backend, kwargs = detector_kwargs(values)
@@ -359,14 +323,6 @@ class DetectorNode(LifecycleNode):
         if now_ns > 0 and stamp_ns > 0:
             self.latency_stamp.add((now_ns - stamp_ns) / 1e9)
 
-    def _drop(self, cause: str, exc: BaseException) -> None:
-        self.counters.inc(f"dropped_{cause}")
-        now = time.monotonic()
-        if now - self._log_times.get(cause, -math.inf) >= 5.0:  # throttled per cause
-            self._log_times[cause] = now
-            total = self.counters.get(f"dropped_{cause}")
-            self.get_logger().warning(f"dropped an image ({cause}, {total} so far): {exc}")
-
     def _collect_diagnostics(self) -> DiagnosticReport:
         values = self.stats()
         bad = sum(values[f"dropped_{c}"] for c in DROP_CAUSES if c != "stale")
@@ -383,24 +339,7 @@ class DetectorNode(LifecycleNode):
 
 def main(args: list[str] | None = None) -> int:
     """``detector_node`` executable: run until Ctrl-C; exit 1 with the reason on bad parameters."""
-    from rclpy.exceptions import InvalidParameterTypeException, InvalidParameterValueException
-    from rclpy.executors import ExternalShutdownException
-
-    rclpy.init(args=args)
-    try:
-        node = DetectorNode()
-    except (InvalidParameterValueException, InvalidParameterTypeException, ValueError) as exc:
-        print(f"detector_node: invalid parameter: {exc}", file=sys.stderr)
-        rclpy.try_shutdown()
-        return 1
-    try:
-        rclpy.spin(node)
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        node.destroy_node()
-        rclpy.try_shutdown()
-    return 0
+    return run_node(DetectorNode, "detector_node", args)
 
 
 if __name__ == "__main__":

@@ -27,7 +27,6 @@ skipped; no message can stop the node.
 from __future__ import annotations
 
 import contextlib
-import math
 import re
 import sys
 import threading
@@ -37,12 +36,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import rclpy
 from rcl_interfaces.msg import (
     SetParametersResult,
 )
 from rclpy.exceptions import ParameterUninitializedException
-from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
+from rclpy.lifecycle import LifecycleState, TransitionCallbackReturn
 from rclpy.parameter import Parameter
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 
@@ -54,7 +52,14 @@ from mmdrfuse_ros.fusion import (
     cuda_available,
     load_checkpoint,
 )
-from mmdrfuse_ros.nodes.common import LatestSlot, Param, check_choice, descriptor_for
+from mmdrfuse_ros.nodes.common import (
+    LatestSlot,
+    ManagedNode,
+    Param,
+    check_choice,
+    descriptor_for,
+    run_node,
+)
 from mmdrfuse_ros.nodes.diagnostics import (
     ERROR,
     OK,
@@ -275,7 +280,7 @@ class _Pair:
     received: float  # monotonic time at which the pair was complete
 
 
-class FusionNode(LifecycleNode):
+class FusionNode(ManagedNode):
     """The fusion lifecycle node. ``node_kwargs`` go to rclpy's Node (parameter_overrides,
     namespace, context, cli_args...), so tools can run it in-process."""
 
@@ -303,8 +308,6 @@ class FusionNode(LifecycleNode):
         self._info_pub: Any = None
         self._camera_info: CameraInfo | None = None
         self._last_stamp_ns: dict[int, int] = {}
-        self._log_times: dict[str, float] = {}
-        self._state = "unconfigured"
 
         self.add_on_set_parameters_callback(self._on_set_parameters)
         try:
@@ -321,19 +324,6 @@ class FusionNode(LifecycleNode):
             self.start()
 
     # ------------------------------------------------------------------ public helpers
-    def start(self) -> bool:
-        """Configure (if needed) and activate; True when the node ends up active."""
-        if self._state == "unconfigured":
-            self.trigger_configure()
-        if self._state == "inactive":
-            self.trigger_activate()
-        return self._state == "active"
-
-    @property
-    def lifecycle_state(self) -> str:
-        """'unconfigured', 'inactive', 'active' or 'finalized'."""
-        return self._state
-
     @property
     def sync_implementation(self) -> str | None:
         return self._sync.implementation if self._sync else None
@@ -442,34 +432,6 @@ class FusionNode(LifecycleNode):
             f", inputs {self._sync.topics}, output {self._fused_pub.topic_name}"
         )
         return super().on_activate(state)
-
-    def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
-        self._release_active()
-        self._state = "inactive"
-        return super().on_deactivate(state)
-
-    def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
-        self._release_configured()
-        self._state = "unconfigured"
-        return super().on_cleanup(state)
-
-    def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
-        self._release_active()
-        self._release_configured()
-        self._state = "finalized"
-        return super().on_shutdown(state)
-
-    def on_error(self, state: LifecycleState) -> TransitionCallbackReturn:
-        self.get_logger().error(f"error while in state {state.label}: releasing everything")
-        self._release_active()
-        self._release_configured()
-        self._state = "unconfigured"
-        return TransitionCallbackReturn.SUCCESS
-
-    def destroy_node(self) -> None:
-        self._release_active()
-        self._diagnostics.destroy()
-        super().destroy_node()
 
     def _input(self, base: str, transport: str) -> tuple[type, str]:
         if transport == "raw":
@@ -606,14 +568,6 @@ class FusionNode(LifecycleNode):
             old.close()
         self.get_logger().info(f"engine rebuilt: {engine.backend_name} on {engine.device}")
 
-    def _drop(self, cause: str, exc: BaseException) -> None:
-        self.counters.inc(f"dropped_{cause}")
-        now = time.monotonic()
-        if now - self._log_times.get(cause, -math.inf) >= 5.0:  # throttled per cause
-            self._log_times[cause] = now
-            total = self.counters.get(f"dropped_{cause}")
-            self.get_logger().warning(f"dropped a frame ({cause}, {total} so far): {exc}")
-
     # ------------------------------------------------------------------ diagnostics
     def _collect_diagnostics(self) -> DiagnosticReport:
         values = self.stats()
@@ -639,24 +593,7 @@ class FusionNode(LifecycleNode):
 
 def main(args: list[str] | None = None) -> int:
     """``fusion_node`` executable: run until Ctrl-C; exit 1 with the reason on bad parameters."""
-    from rclpy.exceptions import InvalidParameterTypeException, InvalidParameterValueException
-    from rclpy.executors import ExternalShutdownException
-
-    rclpy.init(args=args)
-    try:
-        node = FusionNode()
-    except (InvalidParameterValueException, InvalidParameterTypeException, ValueError) as exc:
-        print(f"fusion_node: invalid parameter: {exc}", file=sys.stderr)
-        rclpy.try_shutdown()
-        return 1
-    try:
-        rclpy.spin(node)
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        node.destroy_node()
-        rclpy.try_shutdown()
-    return 0
+    return run_node(FusionNode, "fusion_node", args)
 
 
 if __name__ == "__main__":
