@@ -396,9 +396,7 @@ class _RosSession:
     # -- building ------------------------------------------------------------------------
     def build(self, keep: _KeepPolicy) -> None:
         from rclpy.node import Node
-        from rclpy.qos import QoSProfile, ReliabilityPolicy
-        from rosgraph_msgs.msg import Clock
-        from sensor_msgs.msg import CameraInfo, CompressedImage, Image
+        from sensor_msgs.msg import CompressedImage, Image
 
         from mmdrfuse_ros.nodes.qos import (
             INPUT_DEPTH,
@@ -444,27 +442,7 @@ class _RosSession:
                 )
                 self.nodes.append(self.detector)
 
-        # player publishers: reliable, like `ros2 bag play`; they match best-effort readers too
-        player = Node("mmdrfuse_replay_player", context=self.context)
-        self.nodes.append(player)
-        pub_qos = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
-        suffix_t = "/compressed" if thermal_compressed else ""
         suffix_r = "/compressed" if rgb_compressed else ""
-        self.pub = {
-            "thermal": player.create_publisher(
-                CompressedImage if thermal_compressed else Image,
-                topics.THERMAL_IMAGE + suffix_t, pub_qos),
-            "rgb": player.create_publisher(
-                CompressedImage if rgb_compressed else Image, topics.RGB_IMAGE + suffix_r,
-                pub_qos),
-        }  # fmt: skip
-        if plan.info_topic:
-            self.pub["camera_info"] = player.create_publisher(
-                CameraInfo, topics.RGB_CAMERA_INFO, pub_qos
-            )
-        self.clock_pub = player.create_publisher(Clock, topics.CLOCK, pub_qos)
-        self.player_node = player
-
         in_qos = make_qos(
             fusion_params.get("input_reliability", INPUT_RELIABILITY),
             int(fusion_params.get("input_depth", INPUT_DEPTH)),
@@ -565,18 +543,17 @@ class _RosSession:
             self.meas.kept_fused[stamp] = image
 
     # -- waiting for the graph -------------------------------------------------------------
-    def wait_for_graph(self) -> None:
-        """Until every publisher has its readers and the recorder its writers (discovery)."""
+    def subscribers_needed(self) -> dict[str, int]:
+        """Readers each player topic must have before playback (the fusion node, the floor)."""
+        return {"thermal": 1, "rgb": 1 + (1 if self.options.floor else 0)}
+
+    def wait_for_graph(self, player: _PlayerProcess) -> None:
+        """Until the player's publishers have their readers and the recorder its writers."""
         opts = self.options
         deadline = time.monotonic() + opts.start_timeout_s
-        need_rgb = 1 + (1 if opts.floor else 0)
         diag_deadline = time.monotonic() + 3.0  # diagnostics come once a second
         while True:
-            missing = []
-            if self.pub["thermal"].get_subscription_count() < 1:
-                missing.append(f"a subscriber on {self.pub['thermal'].topic_name}")
-            if self.pub["rgb"].get_subscription_count() < need_rgb:
-                missing.append(f"subscribers on {self.pub['rgb'].topic_name}")
+            missing = player.poll_ready()
             fused_name = self.recorder.resolve_topic_name(topics.FUSED_IMAGE)
             if self.recorder.count_publishers(fused_name) < 1:
                 missing.append(f"a publisher of {fused_name}")
@@ -643,86 +620,200 @@ def _det_row(det: Any) -> list[float]:
 
 
 # ----------------------------------------------------------------------------- the player
-class _Player:
-    """Reads the bag ahead in one thread and publishes on schedule in another."""
+@dataclass(frozen=True)
+class _PlayerJob:
+    """What the player process needs (picklable: it starts with the spawn method)."""
 
-    def __init__(self, session: _RosSession, progress: Any) -> None:
-        self.session = session
-        self.options = session.options
-        self.plan = session.plan
-        self.meas = session.meas
-        self.progress = progress
-        self.queue: queue.Queue = queue.Queue(maxsize=_PREFETCH)
-        self.stop = threading.Event()
-        self.error: str | None = None
-        self.loop_period_ns = (self.plan.end_ns - self.plan.start_ns) + 100_000_000
+    bag: str
+    rate: float
+    loop: int
+    roles: dict[str, str]  # bag topic -> role (thermal, rgb, camera_info)
+    types: dict[str, str]  # role -> ROS message type
+    start_ns: int
+    loop_period_ns: int
+    needed: dict[str, int]  # role -> readers to wait for
 
-    def _read(self) -> None:
-        plan = self.plan
-        wanted = [plan.thermal_topic, plan.rgb_topic]
-        if plan.info_topic:
-            wanted.append(plan.info_topic)
-        roles = {
-            plan.thermal_topic: "thermal",
-            plan.rgb_topic: "rgb",
-            plan.info_topic: "camera_info",
-        }
+
+def _player_main(job: _PlayerJob, conn: Any) -> None:
+    """The player process: publish the bag on schedule, report what went out when.
+
+    Why a process of its own: in the replay process the nodes' worker threads and executor
+    keep the GIL busy, and a player thread there fell seconds behind the bag's timing on two
+    loaded cores. Its own process keeps the timing (as ``ros2 bag play`` does); publish times
+    are CLOCK_MONOTONIC, which both processes share.
+    """
+    import rclpy
+    from rclpy.node import Node
+    from rclpy.qos import QoSProfile, ReliabilityPolicy
+    from rosgraph_msgs.msg import Clock
+
+    names = {"thermal": topics.THERMAL_IMAGE, "rgb": topics.RGB_IMAGE,
+             "camera_info": topics.RGB_CAMERA_INFO}  # fmt: skip
+    rclpy.init()
+    node = Node("mmdrfuse_replay_player")
+    # reliable, like `ros2 bag play`: matches best-effort and reliable readers alike
+    qos = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
+    pubs = {}
+    for role, msgtype in job.types.items():
+        suffix = "/compressed" if msgtype == io.COMPRESSED_IMAGE else ""
+        pubs[role] = node.create_publisher(_ros_type(msgtype), names[role] + suffix, qos)
+    clock_pub = node.create_publisher(Clock, topics.CLOCK, qos)
+    try:
+        while True:  # report matching until the parent says go (or stop)
+            missing = [f"{n - pubs[r].get_subscription_count()} more reader(s) on "
+                       f"{pubs[r].topic_name}" for r, n in job.needed.items()
+                       if pubs[r].get_subscription_count() < n]  # fmt: skip
+            conn.send(("missing", missing))
+            if conn.poll(0.05):
+                if conn.recv() != "go":
+                    return
+                break
+        _play(job, conn, pubs, clock_pub)
+    except (EOFError, BrokenPipeError, KeyboardInterrupt):
+        pass  # the parent went away or stopped us
+    finally:
+        node.destroy_node()
+        rclpy.try_shutdown()
+
+
+def _play(job: _PlayerJob, conn: Any, pubs: dict[str, Any], clock_pub: Any) -> None:
+    from rosgraph_msgs.msg import Clock
+
+    buffer: queue.Queue = queue.Queue(maxsize=_PREFETCH)
+    stop = threading.Event()
+    error: list[str] = []
+
+    def read() -> None:  # decompress ahead of the schedule
         try:
-            for loop in range(self.options.loop):
-                with io.BagReader(self.options.bag) as reader:
-                    for topic, _, log_ns, raw in reader.messages(wanted):
-                        if self.stop.is_set():
+            for loop in range(job.loop):
+                with io.BagReader(job.bag) as reader:
+                    for topic, _, log_ns, raw in reader.messages(list(job.roles)):
+                        if stop.is_set():
                             return
-                        self.queue.put((loop, roles[topic], log_ns, raw))
-        except Exception as exc:  # BagError on corruption: play what came before
-            self.error = str(exc)
+                        buffer.put((loop, job.roles[topic], log_ns, raw))
+        except Exception as exc:  # BagError on corruption: what came before is played
+            error.append(str(exc))
         finally:
-            self.queue.put(None)
+            buffer.put(None)
 
-    def run(self) -> None:
-        from rosgraph_msgs.msg import Clock
+    reader = threading.Thread(target=read, name="replay_reader", daemon=True)
+    reader.start()
+    clock = Clock()
+    batch: list[tuple[str, int, float, float]] = []
+    t0: float | None = None
+    last_send = time.monotonic()
+    try:
+        while True:
+            if conn.poll():
+                conn.recv()  # "stop"
+                break
+            item = buffer.get()
+            if item is None:
+                break
+            loop, role, log_ns, raw = item
+            offset = loop * job.loop_period_ns
+            if offset:  # later loops: shift stamps so that time never runs backwards
+                raw = io.with_header_stamp(raw, io.header_stamp_from_cdr(raw) + offset)
+            bag_t = log_ns + offset
+            if t0 is None:
+                t0 = time.monotonic()
+            target = t0 + (bag_t - job.start_ns) / 1e9 / job.rate
+            delay = target - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+            clock.clock.sec, clock.clock.nanosec = divmod(bag_t, 1_000_000_000)
+            clock_pub.publish(clock)
+            pubs[role].publish(raw)
+            now = time.monotonic()
+            batch.append((role, io.header_stamp_from_cdr(raw), now, now - target))
+            if now - last_send > 0.1:
+                conn.send(("published", batch))
+                batch, last_send = [], now
+    finally:
+        stop.set()
+        with contextlib.suppress(queue.Empty):
+            while True:  # unblock the reader if it waits on a full queue
+                buffer.get_nowait()
+        reader.join(timeout=10.0)
+        conn.send(("published", batch))
+        conn.send(("done", error[0] if error else None))
 
-        reader = threading.Thread(target=self._read, name="replay_reader", daemon=True)
-        reader.start()
-        rate = self.options.rate
-        start = self.plan.start_ns
-        pubs, clock_pub = self.session.pub, self.session.clock_pub
-        clock = Clock()
-        t0: float | None = None
+
+class _PlayerProcess:
+    """The parent's side of the player process: start, wait until ready, collect."""
+
+    def __init__(self, options: ReplayOptions, plan: BagPlan, needed: dict[str, int]) -> None:
+        import multiprocessing
+
+        roles = {plan.thermal_topic: "thermal", plan.rgb_topic: "rgb"}
+        types = {"thermal": plan.thermal_type, "rgb": plan.rgb_type}
+        if plan.info_topic:
+            roles[plan.info_topic] = "camera_info"
+            types["camera_info"] = io.CAMERA_INFO
+        self.job = _PlayerJob(
+            bag=str(options.bag), rate=options.rate, loop=options.loop, roles=roles,
+            types=types, start_ns=plan.start_ns,
+            loop_period_ns=(plan.end_ns - plan.start_ns) + 100_000_000, needed=needed,
+        )  # fmt: skip
+        ctx = multiprocessing.get_context("spawn")  # no fork of a process running DDS threads
+        self.conn, child = ctx.Pipe()
+        self.process = ctx.Process(target=_player_main, args=(self.job, child),
+                                   name="mmdrfuse_replay_player", daemon=True)  # fmt: skip
+        self.process.start()
+        child.close()
+        self._missing: list[str] = ["the player process to start"]
+        self.error: str | None = None
+
+    def poll_ready(self) -> list[str]:
+        """What the player still waits for (empty: ready)."""
+        while self.conn.poll():
+            kind, payload = self.conn.recv()
+            if kind == "missing":
+                self._missing = list(payload)
+        if not self.process.is_alive():
+            raise ReplayError(f"the player process exited (code {self.process.exitcode})")
+        return list(self._missing)
+
+    def play(self, meas: Measurements, progress: Any) -> None:
+        """Start playback and record what the player reports until it is done."""
+        self.conn.send("go")
+        meas.t0 = time.monotonic()
+        first = True
         try:
-            while not self.stop.is_set():
-                item = self.queue.get()
-                if item is None:
-                    break
-                loop, role, log_ns, raw = item
-                offset = loop * self.loop_period_ns
-                if offset:  # later loops: shift stamps so time never runs backwards
-                    stamp = io.header_stamp_from_cdr(raw) + offset
-                    raw = io.with_header_stamp(raw, stamp)
-                bag_t = log_ns + offset
-                if t0 is None:
-                    t0 = time.monotonic()
-                    self.meas.t0 = t0
-                target = t0 + (bag_t - start) / 1e9 / rate
-                delay = target - time.monotonic()
-                if delay > 0:
-                    time.sleep(delay)
-                clock.clock.sec, clock.clock.nanosec = divmod(bag_t, 1_000_000_000)
-                clock_pub.publish(clock)
-                pubs[role].publish(raw)
-                now = time.monotonic()
-                self.meas.player_lag_s.append(now - target)
-                if role == "camera_info":
-                    self.meas.published_info += 1
-                else:
-                    self.meas.published[role][io.header_stamp_from_cdr(raw)] = now
-                self.progress.update(1)
-        finally:
-            self.stop.set()
-            with contextlib.suppress(queue.Empty):
-                while True:  # unblock the reader if it waits on a full queue
-                    self.queue.get_nowait()
-            reader.join(timeout=10.0)
+            while True:
+                if not self.conn.poll(0.5):
+                    if not self.process.is_alive():
+                        raise ReplayError("the player process died during playback")
+                    continue
+                kind, payload = self.conn.recv()
+                if kind == "missing":
+                    continue
+                if kind == "done":
+                    self.error = payload
+                    return
+                for role, stamp, t_pub, lag in payload:
+                    if first:
+                        meas.t0, first = t_pub, False
+                    meas.player_lag_s.append(lag)
+                    if role == "camera_info":
+                        meas.published_info += 1
+                    else:
+                        meas.published[role][stamp] = t_pub
+                progress.update(len(payload))
+        except KeyboardInterrupt:
+            self.stop()
+            raise
+
+    def stop(self) -> None:
+        with contextlib.suppress(Exception):
+            self.conn.send("stop")
+
+    def close(self) -> None:
+        self.stop()
+        self.process.join(timeout=10.0)
+        if self.process.is_alive():
+            self.process.terminate()
+            self.process.join(timeout=5.0)
 
 
 # ----------------------------------------------------------------------------- analysis
@@ -1104,6 +1195,7 @@ def run_replay(options: ReplayOptions) -> tuple[dict[str, Any], int]:
     report["settings"]["fastdds_profile_used"] = next(iter(profile_env.values()), None)
     keep = _KeepPolicy(plan, max(2 * options.metrics_frames, options.samples))
     session: _RosSession | None = None
+    player: _PlayerProcess | None = None
     node_stats: dict[str, Any] | None = None
     total = (plan.readable_messages + (plan.topics.get(plan.info_topic, ("", 0))[1]
                                        if plan.info_topic else 0)) * options.loop  # fmt: skip
@@ -1118,13 +1210,12 @@ def run_replay(options: ReplayOptions) -> tuple[dict[str, Any], int]:
             report["settings"]["backend_used"] = session.fusion.stats().get("backend")
         if session.detector is not None:
             report["settings"]["detector_backend"] = _describe_detector(session.detector)
-        session.wait_for_graph()
+        player = _PlayerProcess(options, plan, session.subscribers_needed())
+        session.wait_for_graph(player)
         meas.playing = True
-        player = _Player(session, bar)
         try:
-            player.run()
+            player.play(meas, bar)
         except KeyboardInterrupt:
-            player.stop.set()
             report["errors"].append("interrupted (Ctrl-C) during playback")
         if player.error:
             report["errors"].append(player.error)
@@ -1138,6 +1229,8 @@ def run_replay(options: ReplayOptions) -> tuple[dict[str, Any], int]:
         report["traceback"] = traceback.format_exc()
     finally:
         bar.close()
+        if player is not None:
+            player.close()
         if session is not None:
             session.close()
         for key, value in saved_env.items():  # leave the caller's environment as it was
