@@ -188,6 +188,15 @@ def test_replay_missing_topic_wrong_type_wrong_encoding(tmp_path: Path) -> None:
         assert (report_dir / "report.md").is_file() and (report_dir / "report.html").is_file()
 
 
+@pytest.mark.ros
+def test_replay_refused_node_parameter(tiny_bag: Path, tmp_path: Path) -> None:
+    report, code = run_replay(_options(tiny_bag, tmp_path / "r",
+                                       fusion_params={"backend": "no-such-backend"}))  # fmt: skip
+    assert code == 2
+    assert any("--fusion-param" in e and "backend must be one of" in e for e in report["errors"])
+    assert json.loads((tmp_path / "r" / "report.json").read_text())["status"] == "error"
+
+
 def test_replay_topics_by_role(tmp_path: Path) -> None:
     bag = _bag_with(tmp_path / "renamed", None, rgb=False)
     shutil.rmtree(bag)

@@ -65,6 +65,10 @@ class ReplayError(RuntimeError):
     """The replay cannot go on; the text says what to fix."""
 
 
+class ParameterError(ReplayError):
+    """A node parameter given to the replay was refused (exit status 2: unusable input)."""
+
+
 @dataclass
 class ReplayOptions:
     bag: Path
@@ -356,7 +360,10 @@ def _profile_env(options: ReplayOptions) -> dict[str, str]:
             return {}
     if not profile:
         return {}
-    return dict.fromkeys(PROFILE_VARIABLES, profile)
+    # Fast DDS 3 (Jazzy and later, and the PyPI wheels) reads FASTDDS_..., and warns about the
+    # old name; Fast DDS 2 (Humble, Iron) reads only FASTRTPS_...
+    old = os.environ.get("ROS_DISTRO", "") in ("humble", "iron")
+    return {PROFILE_VARIABLES[1] if old else PROFILE_VARIABLES[0]: profile}
 
 
 def _ros_type(msgtype: str) -> type:
@@ -373,6 +380,18 @@ def _parse_param(name: str, value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         value = [float(v) if isinstance(v, int) and not isinstance(v, bool) else v for v in value]
     return Parameter(name, value=value)
+
+
+def _make_node(cls: type, context: Any, params: dict[str, Any], option: str) -> Any:
+    """A node with parameter overrides; a refused value becomes a ParameterError naming it."""
+    from rclpy.exceptions import InvalidParameterTypeException, InvalidParameterValueException
+
+    try:
+        return cls(context=context,
+                   parameter_overrides=[_parse_param(k, v) for k, v in params.items()])  # fmt: skip
+    except (InvalidParameterValueException, InvalidParameterTypeException, ValueError,
+            TypeError) as exc:  # fmt: skip
+        raise ParameterError(f"{cls.__name__} refused a parameter ({option}): {exc}") from exc
 
 
 class _RosSession:
@@ -422,10 +441,7 @@ class _RosSession:
         if not opts.external:
             from mmdrfuse_ros.nodes.fusion_node import FusionNode
 
-            self.fusion = FusionNode(
-                context=self.context,
-                parameter_overrides=[_parse_param(k, v) for k, v in fusion_params.items()],
-            )
+            self.fusion = _make_node(FusionNode, self.context, fusion_params, "--fusion-param")
             self.nodes.append(self.fusion)
             if self.fusion.lifecycle_state != "active":
                 raise ReplayError(
@@ -436,9 +452,8 @@ class _RosSession:
 
                 det_params = {"use_sim_time": True, **opts.detector_params}
                 self.detector_params_used = det_params
-                self.detector = DetectorNode(
-                    context=self.context,
-                    parameter_overrides=[_parse_param(k, v) for k, v in det_params.items()],
+                self.detector = _make_node(
+                    DetectorNode, self.context, det_params, "--detector-param"
                 )
                 self.nodes.append(self.detector)
 
@@ -1196,6 +1211,7 @@ def run_replay(options: ReplayOptions) -> tuple[dict[str, Any], int]:
     keep = _KeepPolicy(plan, max(2 * options.metrics_frames, options.samples))
     session: _RosSession | None = None
     player: _PlayerProcess | None = None
+    input_error = False
     node_stats: dict[str, Any] | None = None
     total = (plan.readable_messages + (plan.topics.get(plan.info_topic, ("", 0))[1]
                                        if plan.info_topic else 0)) * options.loop  # fmt: skip
@@ -1222,8 +1238,13 @@ def run_replay(options: ReplayOptions) -> tuple[dict[str, Any], int]:
         _drain(meas, options, session)
         if session.fusion is not None:
             node_stats = session.fusion.stats()
+    except ParameterError as exc:
+        report["errors"].append(str(exc))
+        input_error = True
     except (ReplayError, io.BagError) as exc:
         report["errors"].append(str(exc))
+    except KeyboardInterrupt:
+        report["errors"].append("interrupted (Ctrl-C)")
     except Exception as exc:  # anything unexpected: keep what was measured, say what broke
         report["errors"].append(f"{type(exc).__name__}: {exc}")
         report["traceback"] = traceback.format_exc()
@@ -1248,7 +1269,7 @@ def run_replay(options: ReplayOptions) -> tuple[dict[str, Any], int]:
         report["recorder_errors"] = meas.errors[:20]
     if report["errors"]:
         report["status"] = "error"
-        exit_code = 1
+        exit_code = 2 if input_error else 1
     elif any(not c["ok"] for c in report.get("checks", [])):
         exit_code = 1
     report["wall_s"]["total"] = time.time() - started
