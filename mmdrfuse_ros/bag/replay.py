@@ -1390,7 +1390,9 @@ def _analyse(
     metric_stamps = _select_evenly(sorted(meas.kept_fused), options.metrics_frames)
     with_gt = sorted(s for s in meas.detections if s in plan.gt_rgb)
     ap_stamps = _select_evenly(with_gt, options.ap_frames)
-    sample_stamps = _select_evenly(metric_stamps, options.samples)
+    # pictures: kept frames that the detector also processed, where there are such
+    with_dets = [s for s in sorted(meas.kept_fused) if s in meas.detections]
+    sample_stamps = _select_evenly(with_dets or metric_stamps, options.samples)
     want_rgb = set(metric_stamps) | set(ap_stamps) | set(sample_stamps)
     pairing = {s: _nearest(plan.thermal_stamps, s) for s in want_rgb}
     rgb, thermal = _read_frames(options, plan, want_rgb, {t for t in pairing.values() if t})
@@ -1424,5 +1426,6 @@ def _analyse(
             fused=meas.kept_fused.get(s),
             detections=meas.detections.get(s, []),
             ground_truth=plan.gt_rgb.get(s, np.zeros((0, 4))).tolist(),
+            caption=f"t = {(s - plan.start_ns) / 1e9:.3f} s in the bag",
         ))  # fmt: skip
     report["_samples"] = samples

@@ -49,6 +49,7 @@ class SampleFrame:
     fused: np.ndarray | None = None  # HxWx3 bgr8 or HxW
     detections: list[Sequence[float]] = field(default_factory=list)  # x1 y1 x2 y2 score
     ground_truth: list[Sequence[float]] = field(default_factory=list)  # x1 y1 x2 y2
+    caption: str = ""  # e.g. the time in the bag; default: the stamp
 
 
 # ----------------------------------------------------------------------------- numbers
@@ -397,9 +398,8 @@ def sample_grid(samples: Sequence[SampleFrame], tile_width: int = 320) -> np.nda
                  (frame.thermal, frame.visible, frame.fused, _boxes_drawn(frame))]  # fmt: skip
         row = np.hstack(tiles)
         caption = np.full((22, row.shape[1], 3), 255, np.uint8)
-        text = (
-            f"stamp {frame.stamp_ns / 1e9:.3f} s: thermal | visible | fused | detections (GT red)"
-        )
+        label = frame.caption or f"stamp {frame.stamp_ns / 1e9:.3f} s"
+        text = f"{label}: thermal | visible | fused | detections (green), ground truth (red)"
         cv2.putText(caption, text, (6, 16), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 1)
         rows += [caption, row]
     return np.vstack(rows)
