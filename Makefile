@@ -25,7 +25,7 @@ $(STAMP): requirements.txt requirements-dev.txt setup.py package.xml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/python -m mmdrfuse_ros.demo --out $(OUT)
+	$(BIN)/python -m mmdrfuse_ros.bag.demo --out $(OUT)
 
 test: $(STAMP)
 	$(BIN)/ruff check .
