@@ -1215,8 +1215,7 @@ def run_replay(options: ReplayOptions) -> tuple[dict[str, Any], int]:
     node_stats: dict[str, Any] | None = None
     total = (plan.readable_messages + (plan.topics.get(plan.info_topic, ("", 0))[1]
                                        if plan.info_topic else 0)) * options.loop  # fmt: skip
-    bar = tqdm(total=total, unit="msg", desc="replay", disable=not options.progress,
-               dynamic_ncols=True)  # fmt: skip
+    bar: Any = None
     try:
         session = _RosSession(options, plan, meas)
         session.build(keep)
@@ -1229,6 +1228,8 @@ def run_replay(options: ReplayOptions) -> tuple[dict[str, Any], int]:
         player = _PlayerProcess(options, plan, session.subscribers_needed())
         session.wait_for_graph(player)
         meas.playing = True
+        bar = tqdm(total=total, unit="msg", desc="replay", disable=not options.progress,
+                   dynamic_ncols=True)  # fmt: skip
         try:
             player.play(meas, bar)
         except KeyboardInterrupt:
@@ -1249,7 +1250,8 @@ def run_replay(options: ReplayOptions) -> tuple[dict[str, Any], int]:
         report["errors"].append(f"{type(exc).__name__}: {exc}")
         report["traceback"] = traceback.format_exc()
     finally:
-        bar.close()
+        if bar is not None:
+            bar.close()
         if player is not None:
             player.close()
         if session is not None:
