@@ -89,7 +89,7 @@ class ReplayOptions:
     drain_timeout_s: float = 30.0
     fastdds_profile: str | None = None  # None: the package's, unless the user exported one
     #: "single": one SingleThreadedExecutor for all nodes (both nodes compute in worker threads,
-    #: and fewer Python threads fighting for the GIL measured about twice the fused rate of a
+    #: and fewer Python threads fighting for the GIL measured about 1.7x the fused rate of a
     #: 4-thread MultiThreadedExecutor on 2 cores); "multi": MultiThreadedExecutor(4).
     executor: str = "single"
     progress: bool = True
