@@ -29,6 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from mmdrfuse_ros.fusion.model import CheckpointError, _torch_load
 from mmdrfuse_ros.training import TrainingInputError
 
 log = logging.getLogger("mmdrfuse_ros.training")
@@ -91,12 +92,9 @@ class VGG19Features(FeatureNet):
         """Load a torchvision ``vgg19`` state dict (or just its ``features``) from a local file."""
         origin = str(path)
         try:
-            raw = torch.load(path, map_location="cpu", weights_only=True)
-        except FileNotFoundError:
-            raise PerceptualError(f"--vgg-weights {origin}: file not found") from None
-        except Exception as exc:
-            raise PerceptualError(
-                f"--vgg-weights {origin}: not a PyTorch state dict ({exc})") from None
+            raw = _torch_load(Path(path), f"--vgg-weights {origin}")
+        except CheckpointError as exc:
+            raise PerceptualError(str(exc)) from None
         if isinstance(raw, Mapping) and isinstance(raw.get("state_dict"), Mapping):
             raw = raw["state_dict"]
         if not isinstance(raw, Mapping):

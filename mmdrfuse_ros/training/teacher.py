@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from mmdrfuse_ros.fusion.model import CheckpointError, _torch_load
 from mmdrfuse_ros.training import TrainingInputError
 
 TEACHER_FORMAT = "mmdrfuse_ros.teacher"
@@ -131,11 +132,9 @@ def load_teacher(path: str | Path) -> tuple[TeacherNet, dict[str, Any]]:
     """Load our teacher checkpoint or a bare (e.g. published) teacher state dict."""
     origin = str(path)
     try:
-        raw = torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise TeacherError(f"teacher {origin}: file not found") from None
-    except Exception as exc:
-        raise TeacherError(f"teacher {origin}: not a PyTorch checkpoint ({exc})") from None
+        raw = _torch_load(Path(path), f"teacher {origin}")
+    except CheckpointError as exc:
+        raise TeacherError(str(exc)) from None
     meta: dict[str, Any] = {"source": origin}
     if isinstance(raw, Mapping) and raw.get("format") == TEACHER_FORMAT:
         meta.update(raw.get("meta") or {})

@@ -18,7 +18,10 @@ import csv
 import json
 import logging
 import os
+import shutil
 import signal
+import subprocess
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -34,7 +37,15 @@ from tqdm import tqdm
 from mmdrfuse_ros.fusion.model import StudentNet, count_parameters
 from mmdrfuse_ros.training import losses
 from mmdrfuse_ros.training.bank import KINDS, HistoryBank
-from mmdrfuse_ros.training.config import StageConfig, StudentConfig, TeacherConfig, TrainConfig
+from mmdrfuse_ros.training.config import (
+    STAGES,
+    ConfigError,
+    StageConfig,
+    StudentConfig,
+    TeacherConfig,
+    TrainConfig,
+    dump_yaml,
+)
 from mmdrfuse_ros.training.data import (
     PatchSet,
     apply_flips,
@@ -43,8 +54,14 @@ from mmdrfuse_ros.training.data import (
     load_pairs,
     split_names,
 )
-from mmdrfuse_ros.training.perceptual import DEEP_STAGES, SHALLOW_STAGES, FeatureNet
-from mmdrfuse_ros.training.teacher import TeacherNet
+from mmdrfuse_ros.training.export import export_onnx, export_student, onnx_max_difference
+from mmdrfuse_ros.training.perceptual import (
+    DEEP_STAGES,
+    SHALLOW_STAGES,
+    FeatureNet,
+    build_feature_net,
+)
+from mmdrfuse_ros.training.teacher import TeacherError, TeacherNet, load_teacher, save_teacher
 
 log = logging.getLogger("mmdrfuse_ros.training")
 
@@ -490,8 +507,6 @@ class StageTrainer:
 
 
 def _is_main_thread() -> bool:
-    import threading
-
     return threading.current_thread() is threading.main_thread()
 
 
@@ -571,8 +586,6 @@ def plot_curves(directory: Path) -> Path | None:
 
 
 def _git_commit() -> str | None:
-    import subprocess
-
     try:
         out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
                              text=True, timeout=5, cwd=Path(__file__).resolve().parent)
@@ -596,11 +609,6 @@ def train(cfg: TrainConfig, data_dir: str | Path, out_dir: str | Path, stage: st
     Raises ConfigError/DataError/TeacherError/PerceptualError (all ValueError) on bad input,
     TrainingInterrupted after writing a checkpoint when stopped early.
     """
-    from mmdrfuse_ros.training.config import STAGES, ConfigError, dump_yaml
-    from mmdrfuse_ros.training.export import export_onnx, export_student, onnx_max_difference
-    from mmdrfuse_ros.training.perceptual import build_feature_net
-    from mmdrfuse_ros.training.teacher import TeacherError, load_teacher, save_teacher
-
     cfg.validate()
     if stage not in STAGES:
         raise ConfigError(f"stage {stage!r}: choose one of {STAGES}")
@@ -645,7 +653,7 @@ def train(cfg: TrainConfig, data_dir: str | Path, out_dir: str | Path, stage: st
             {"train": data.train_names, "val": data.val_names}, indent=1))
         if overwrite:
             for st in stages:
-                _clear_stage(out / st)
+                shutil.rmtree(out / st, ignore_errors=True)
     dist.barrier()
     log.info("data: %s", {k: v for k, v in data.info.items() if k != "val_names"})
     log.info("perceptual network: %s", features.description)
@@ -678,8 +686,7 @@ def train(cfg: TrainConfig, data_dir: str | Path, out_dir: str | Path, stage: st
                                   teacher=use_teacher).run(resume)
             if dist.main:
                 summary["student"] = _export(result, cfg, data, out, features, teacher_meta,
-                                             use_teacher is not None, export_student,
-                                             export_onnx, onnx_max_difference)
+                                             use_teacher is not None)
     finally:
         if handler is not None:
             logging.getLogger("mmdrfuse_ros").removeHandler(handler)
@@ -689,16 +696,9 @@ def train(cfg: TrainConfig, data_dir: str | Path, out_dir: str | Path, stage: st
     return summary
 
 
-def _clear_stage(directory: Path) -> None:
-    import shutil
-
-    shutil.rmtree(directory, ignore_errors=True)
-
-
 def _export(result: StageResult, cfg: TrainConfig, data: PreparedData, out: Path,
-            features: FeatureNet, teacher_meta: dict[str, Any], used_teacher: bool,
-            export_student: Callable[..., Any], export_onnx: Callable[..., Any],
-            onnx_max_difference: Callable[..., float]) -> dict[str, Any]:
+            features: FeatureNet, teacher_meta: dict[str, Any], used_teacher: bool
+            ) -> dict[str, Any]:
     s = cfg.student
     distilled = used_teacher and s.w_distill > 0
     training = {
