@@ -25,11 +25,11 @@ from .preprocess import (
     OUTPUT_DTYPES,
     FusionInputError,
     ThermalNormalizer,
+    ThermalRegistration,
     VisiblePlanes,
     check_thermal,
     check_visible,
     compose_output,
-    register_thermal,
     split_visible,
     validate_homography,
 )
@@ -117,6 +117,7 @@ class FusionEngine:
         self._normalizer = ThermalNormalizer(
             s.thermal_norm, s.thermal_window, s.thermal_percentiles, s.thermal_smoothing
         )
+        self._register = ThermalRegistration(s.homography)
         self._warned_resize = False
 
     # -- properties ----------------------------------------------------------------------
@@ -166,7 +167,7 @@ class FusionEngine:
                 thermal.shape, size,
             )
             self._warned_resize = True
-        ir01 = register_thermal(self._normalizer(thermal), size, homography)
+        ir01 = self._register(self._normalizer(thermal), size)
         return PreparedPair(ir01, split_visible(visible, self.settings.visible_order))
 
     def fuse_luma(self, ir01: np.ndarray, y01: np.ndarray) -> np.ndarray:

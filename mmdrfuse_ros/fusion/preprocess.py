@@ -250,20 +250,35 @@ def validate_homography(homography: object) -> np.ndarray | None:
     return h
 
 
-def register_thermal(
-    thermal01: np.ndarray, size_hw: tuple[int, int], homography: np.ndarray | None
-) -> np.ndarray:
+class ThermalRegistration:
     """Bring the normalised thermal plane into the visible camera's geometry.
 
-    With a homography, pixels outside the thermal view become 0 (no thermal evidence). Without
-    one, a size mismatch is resolved by resizing (the caller warns once).
+    With a homography, pixels outside the thermal view become 0 (no thermal evidence). The
+    per-pixel source coordinates are computed once per frame size and reused with
+    ``cv2.remap``: the same bilinear sampling as ``warpPerspective``, about twice as fast.
+    Without a homography, a size mismatch is resolved by resizing (the engine warns once).
     """
-    h, w = size_hw
-    if homography is not None:
-        return cv2.warpPerspective(
-            thermal01, homography, (w, h), flags=cv2.INTER_LINEAR,
-            borderMode=cv2.BORDER_CONSTANT, borderValue=0.0,
-        )
-    if thermal01.shape != (h, w):
-        return cv2.resize(thermal01, (w, h), interpolation=cv2.INTER_LINEAR)
-    return thermal01
+
+    def __init__(self, homography: np.ndarray | None) -> None:
+        self.homography = homography
+        self._maps: tuple[tuple[int, ...], np.ndarray, np.ndarray] | None = None
+
+    def __call__(self, thermal01: np.ndarray, size_hw: tuple[int, int]) -> np.ndarray:
+        h, w = size_hw
+        if self.homography is None:
+            if thermal01.shape != (h, w):
+                return cv2.resize(thermal01, (w, h), interpolation=cv2.INTER_LINEAR)
+            return thermal01
+        key = (*thermal01.shape, h, w)
+        if self._maps is None or self._maps[0] != key:
+            self._maps = (key, *self._source_coordinates(h, w))
+        return cv2.remap(thermal01, self._maps[1], self._maps[2], cv2.INTER_LINEAR,
+                         borderMode=cv2.BORDER_CONSTANT, borderValue=0.0)
+
+    def _source_coordinates(self, h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
+        inverse = np.linalg.inv(self.homography)  # visible pixel -> thermal pixel
+        ys, xs = np.mgrid[0:h, 0:w].astype(np.float64)
+        den = inverse[2, 0] * xs + inverse[2, 1] * ys + inverse[2, 2]
+        map_x = (inverse[0, 0] * xs + inverse[0, 1] * ys + inverse[0, 2]) / den
+        map_y = (inverse[1, 0] * xs + inverse[1, 1] * ys + inverse[1, 2]) / den
+        return map_x.astype(np.float32), map_y.astype(np.float32)
