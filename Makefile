@@ -13,7 +13,7 @@ OUT    ?= out
 export ROS_AUTOMATIC_DISCOVERY_RANGE := LOCALHOST
 export ROS_DOMAIN_ID ?= 42
 
-.PHONY: demo test venv bench bench-transport bench-metrics lint clean
+.PHONY: demo test test-all venv bench bench-transport bench-metrics bench-replay train-cpu lint clean
 
 venv: $(STAMP)
 
@@ -31,6 +31,11 @@ test: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -m "not slow and not gpu" -q
 
+# Everything, the slow tests too (GPU tests skip themselves without CUDA).
+test-all: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/python -m pytest -q
+
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_fusion.py
 
@@ -39,6 +44,13 @@ bench-transport: $(STAMP)
 
 bench-metrics: $(STAMP)
 	$(BIN)/python benchmarks/bench_metrics.py
+
+bench-replay: $(STAMP)
+	$(BIN)/python benchmarks/bench_replay.py --bag $(OUT)/demo_bag --out $(OUT)/bench_replay
+
+# Retrain the shipped student on RoadScene (about 12 minutes on 2 cores).
+train-cpu: $(STAMP)
+	$(BIN)/python training/train.py --data ../shared/data/roadscene --out runs/cpu --preset cpu --threads 1
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -80,8 +80,15 @@ def test_checkpoint_round_trip_keeps_weights_and_metadata(tmp_path, random_weigh
     assert checkpoint.meta["parameters"] == 113
     assert checkpoint.meta["training"]["epochs"] == 3
     assert checkpoint.meta["validation"] == {"EN": 6.5, "SSIM": None}  # NaN is not stored
+
     for name, tensor in net.state_dict().items():
         assert torch.equal(checkpoint.state_dict[name], tensor)
+
+
+def test_metadata_with_str_subclasses_still_loads_weights_only(tmp_path, random_weights):
+    net, _ = random_weights
+    path = save_checkpoint(tmp_path / "v.pt", net, training={"torch": torch.__version__})
+    assert load_checkpoint(path).meta["training"]["torch"] == str(torch.__version__)
 
 
 def test_module_prefix_of_ddp_checkpoints_is_accepted(tmp_path, random_weights):

@@ -313,8 +313,7 @@ def test_torchrun_two_cpu_processes(synth, tmp_path) -> None:
 def test_shipped_default_weights_come_from_this_tool() -> None:
     meta = load_checkpoint(default_weights_path()).meta
     training = meta.get("training", {})
-    if "distillation" not in str(training.get("recipe", "")):
-        pytest.skip("the package still ships the interim weights (issue 4 not yet finished)")
+    assert "distillation" in training["recipe"], "the default must be the distilled student"
     assert training["perceptual"]["network"] in ("vgg19", "fallback")
     assert set(meta["validation"]) >= {"EN", "SD", "SF", "MI", "SCD", "VIF", "Qabf", "SSIM"}
     assert meta["data"]["val_pairs"] > 0

@@ -181,8 +181,10 @@ def _plain(value: Any) -> Any:
         return {str(k): _plain(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
         return [_plain(v) for v in value]
-    if isinstance(value, bool | int | str) or value is None:
+    if isinstance(value, bool) or value is None:
         return value
+    if isinstance(value, int | str):  # subclasses (torch.__version__) break weights_only loads
+        return int(value) if isinstance(value, int) else str(value)
     if isinstance(value, float):
         return value if math.isfinite(value) else None
     if hasattr(value, "item"):
