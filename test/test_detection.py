@@ -44,6 +44,15 @@ def test_hog_finds_nobody_in_an_empty_or_tiny_image():
     assert detector.detect(np.zeros((50, 40), np.uint8)) == []  # smaller than the window
 
 
+def test_hog_without_opencv_people_detector_says_what_to_install(monkeypatch):
+    # OpenCV 5 (no HOG) cannot be installed beside 4.x here: hide the attribute instead.
+    import cv2
+
+    monkeypatch.delattr(cv2, "HOGDescriptor_getDefaultPeopleDetector")
+    with pytest.raises(RuntimeError, match="opencv-python-headless<5"):
+        create_detector("hog")
+
+
 def test_unknown_backend_and_missing_model_are_refused(tmp_path):
     with pytest.raises(ValueError, match="backend"):
         create_detector("ssd")
@@ -140,6 +149,8 @@ def test_layout_is_detected_from_the_output_shape():
     assert len(boxes) == 1 and scores[0] == pytest.approx(0.81)
     boxes, scores, _ = decode(np.ascontiguousarray(many[0][:, [0, 1, 2, 3, 5, 6]].T[None]))
     assert len(boxes) == 1 and scores[0] == pytest.approx(0.9)
+    boxes, _, _ = decode(many[:, :4])  # fewer rows than attributes: still v5, not v8
+    assert len(boxes) == 1
     with pytest.raises(ValueError):
         decode(np.zeros((2, 3)), layout="v5")
 

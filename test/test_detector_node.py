@@ -147,6 +147,37 @@ def test_bad_images_are_counted_and_the_node_keeps_running(harness, people):
     ))
 
 
+def test_a_busy_detector_skips_to_the_latest_image(harness, people):
+    image, _ = people
+    h = harness()
+    with h.node._lock:  # the worker waits on this lock before each image: hold it busy
+        for sec in range(1, 6):  # one at a time: the input queue (depth 2) would drop a burst
+            h.send(image, sec=sec)
+            assert wait_until(lambda sec=sec: h.node.stats()["received"] == sec)
+    stats = lambda: h.node.stats()  # noqa: E731
+    assert wait_until(lambda: stats()["processed"] + stats()["dropped_stale"] == 5)
+    # At most the first image (already taken) and the last are detected; the rest are stale.
+    assert stats()["dropped_stale"] >= 3
+    assert wait_until(lambda: len(h.received) == stats()["processed"])
+    assert msg_to_detections(h.received[-1])[0] == 5_000_000_500
+
+
+def test_switching_to_an_onnx_model_at_run_time(harness, tmp_path):
+    from test_detection import V5_ROWS, constant_yolo  # the test model whose output is known
+
+    model = constant_yolo(tmp_path / "v5.onnx", V5_ROWS[None])
+    h = harness()
+    assert h.node.set_parameters_atomically([
+        Parameter("backend", value="onnx"), Parameter("model_path", value=model),
+        Parameter("score_threshold", value=0.25),
+    ]).successful
+    h.send(np.zeros((64, 128, 3), np.uint8), sec=4)
+    assert wait_until(lambda: len(h.received) >= 1)
+    _, _, detections = msg_to_detections(h.received[-1])
+    assert [(d.x1, d.y1, d.x2, d.y2) for d in detections] == [pytest.approx((44, 22, 84, 42))]
+    assert h.node.stats()["backend"] == "onnx"
+
+
 def test_lifecycle_deactivate_stops_and_activate_resumes(harness, people):
     image, _ = people
     h = harness(publish_image=True)

@@ -53,8 +53,8 @@ def decode(
         out = out[0]
     if out.ndim != 2:
         raise ValueError(f"cannot decode a YOLO output of shape {output.shape}")
-    if layout == "auto":
-        layout = "v8" if out.shape[0] < out.shape[1] else "v5"
+    if layout == "auto":  # attributes are the short side; v8 needs 5+ of them (4 box + classes)
+        layout = "v8" if 5 <= out.shape[0] < out.shape[1] else "v5"
     if layout == "v8":
         out = out.T
         if out.shape[1] < 5:

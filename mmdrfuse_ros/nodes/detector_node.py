@@ -32,7 +32,7 @@ from mmdrfuse_ros import topics
 from mmdrfuse_ros.detection import BACKENDS, Detector, create_detector, draw_detections
 from mmdrfuse_ros.detection.hog import HogPeopleDetector
 from mmdrfuse_ros.detection.messages import detection_message_type, detections_to_msg
-from mmdrfuse_ros.detection.yolo_onnx import LAYOUTS
+from mmdrfuse_ros.detection.yolo_onnx import LAYOUTS, RUNTIMES
 from mmdrfuse_ros.nodes.common import (
     LatestSlot,
     ManagedNode,
@@ -85,6 +85,8 @@ PARAMS: tuple[Param, ...] = (
           int_range=(0, 4096), engine=True),
     Param("onnx_layout", "auto", "YOLO output layout", choices=LAYOUTS, engine=True),
     Param("onnx_classes", [0], "class ids to keep (COCO person = 0)", engine=True),
+    Param("onnx_runtime", "auto", "ONNX runtime: auto (onnxruntime if installed, CUDA first; "
+          "else OpenCV DNN), onnxruntime or opencv", choices=RUNTIMES, engine=True),
     Param("publish_image", False, "also publish detections/image with the boxes drawn "
           "(on configure)"),
     Param("input_reliability", "reliable", "QoS reliability of the image input (on activate)",
@@ -109,7 +111,7 @@ def detector_kwargs(values: dict[str, Any]) -> tuple[str, dict[str, Any]]:
     classes = tuple(int(c) for c in values["onnx_classes"] or ()) or None
     return "onnx", {**common, "model_path": values["model_path"],
                     "input_size": values["onnx_input_size"], "layout": values["onnx_layout"],
-                    "classes": classes}
+                    "classes": classes, "runtime": values["onnx_runtime"]}
 
 
 def check_detector_config(values: dict[str, Any]) -> str | None:
