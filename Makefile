@@ -13,7 +13,7 @@ OUT    ?= out
 export ROS_AUTOMATIC_DISCOVERY_RANGE := LOCALHOST
 export ROS_DOMAIN_ID ?= 42
 
-.PHONY: demo test test-all venv bench bench-transport bench-metrics bench-replay train-cpu lint clean
+.PHONY: demo test test-all venv bench bench-transport bench-metrics bench-replay bench-detection train-cpu lint clean
 
 venv: $(STAMP)
 
@@ -44,6 +44,9 @@ bench-transport: $(STAMP)
 
 bench-metrics: $(STAMP)
 	$(BIN)/python benchmarks/bench_metrics.py
+
+bench-detection: $(STAMP)
+	$(BIN)/python benchmarks/bench_detection.py
 
 bench-replay: $(STAMP)
 	$(BIN)/python benchmarks/bench_replay.py --bag $(OUT)/demo_bag --out $(OUT)/bench_replay
