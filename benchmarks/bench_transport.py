@@ -31,6 +31,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from mmdrfuse_ros.stamps import stamp_to_ns
+
 ROOT = Path(__file__).resolve().parent.parent
 PROFILE = ROOT / "config" / "fastdds_large_data.xml"
 PROFILE_ENV = ("FASTDDS_DEFAULT_PROFILES_FILE", "FASTRTPS_DEFAULT_PROFILES_FILE")
@@ -64,7 +66,7 @@ def run_role(args: argparse.Namespace) -> int:
 
             def on_image(msg: Image) -> None:
                 now = time.time_ns()
-                stamp = msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
+                stamp = stamp_to_ns(msg.header.stamp)
                 received.append((int(msg.header.frame_id), stamp, now))
 
             node.create_subscription(Image, OUT_TOPIC, on_image, profile)

@@ -21,6 +21,7 @@ from mmdrfuse_ros.bag.synth import (
     write_synthetic_bag,
 )
 from mmdrfuse_ros.cli import main as cli_main
+from mmdrfuse_ros.stamps import stamp_to_ns
 
 SMALL = SynthConfig(duration_s=1.0, rgb_rate_hz=15.0, thermal_rate_hz=9.0,
                     rgb_size=(320, 180), thermal_size=(160, 128))  # fmt: skip
@@ -40,7 +41,7 @@ def _images(bag: Path, topic: str) -> list[tuple[int, int, np.ndarray, str]]:
         for _, msgtype, log_ns, raw in reader.messages([topic]):
             msg = reader.deserialize(raw, msgtype)
             image, encoding = io.message_to_array(msg, msgtype)
-            out.append((log_ns, io.stamp_to_ns(msg.header.stamp), np.array(image), encoding))
+            out.append((log_ns, stamp_to_ns(msg.header.stamp), np.array(image), encoding))
     return out
 
 

@@ -73,11 +73,6 @@ def header_msg(stamp_ns: int, frame_id: str) -> Any:
     return TYPESTORE.types["std_msgs/msg/Header"](stamp=time_msg(stamp_ns), frame_id=frame_id)
 
 
-def stamp_to_ns(stamp: Any) -> int:
-    """Integer nanoseconds of a Time message (rosbags or rclpy)."""
-    return int(stamp.sec) * 1_000_000_000 + int(stamp.nanosec)
-
-
 def image_msg(image: np.ndarray, encoding: str, stamp_ns: int, frame_id: str) -> Any:
     """A rosbags sensor_msgs/Image holding ``image`` (rows packed, little-endian)."""
     dtype, channels = encoding_info(encoding)

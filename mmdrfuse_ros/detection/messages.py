@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from ..stamps import NS_PER_S, stamp_to_ns
 from .base import Detection
 
 JSON_FORMAT = "mmdrfuse_ros/detections/v1"
@@ -65,13 +66,12 @@ def detections_to_msg(detections: list[Detection], header: Any) -> Any:
 def msg_to_detections(msg: Any) -> tuple[int, str, list[Detection]]:
     """(header stamp in ns, frame_id, detections) from either message form."""
     if hasattr(msg, "detections"):  # vision_msgs/Detection2DArray
-        stamp = msg.header.stamp
-        return (stamp.sec * 1_000_000_000 + stamp.nanosec, msg.header.frame_id,
+        return (stamp_to_ns(msg.header.stamp), msg.header.frame_id,
                 [_from_vision_msgs(d) for d in msg.detections])
     try:
         doc = json.loads(msg.data)
         header = doc["header"]
-        stamp_ns = int(header["stamp"]["sec"]) * 1_000_000_000 + int(header["stamp"]["nanosec"])
+        stamp_ns = int(header["stamp"]["sec"]) * NS_PER_S + int(header["stamp"]["nanosec"])
         detections = []
         for item in doc["detections"]:
             box, best = item["bbox"], max(item["results"], key=lambda r: r["score"])

@@ -57,6 +57,7 @@ from mmdrfuse_ros.nodes.image_conversion import (
     image_to_array,
 )
 from mmdrfuse_ros.nodes.qos import OUTPUT_DEPTH, RELIABILITIES, make_qos
+from mmdrfuse_ros.stamps import stamp_to_ns
 
 NODE_NAME = "detector_node"
 DROP_CAUSES = ("stale", "unsupported_encoding", "malformed_image", "inference", "publish")
@@ -321,7 +322,7 @@ class DetectorNode(ManagedNode):
         self.rates["processed"].tick()
         self.latency_receive.add(time.monotonic() - frame.received)
         now_ns = self.get_clock().now().nanoseconds
-        stamp_ns = frame.msg.header.stamp.sec * 1_000_000_000 + frame.msg.header.stamp.nanosec
+        stamp_ns = stamp_to_ns(frame.msg.header.stamp)
         if now_ns > 0 and stamp_ns > 0:
             self.latency_stamp.add((now_ns - stamp_ns) / 1e9)
 

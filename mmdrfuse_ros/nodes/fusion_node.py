@@ -87,7 +87,8 @@ from mmdrfuse_ros.nodes.qos import (
     RELIABILITIES,
     make_qos,
 )
-from mmdrfuse_ros.nodes.sync import SyncedSubscriptions, stamp_to_ns
+from mmdrfuse_ros.nodes.sync import SyncedSubscriptions
+from mmdrfuse_ros.stamps import stamp_to_ns
 
 NODE_NAME = "fusion_node"
 

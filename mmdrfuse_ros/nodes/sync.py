@@ -26,10 +26,7 @@ import threading
 from collections.abc import Callable, Sequence
 from typing import Any
 
-
-def stamp_to_ns(stamp: Any) -> int:
-    """Nanoseconds of a builtin_interfaces/Time (or anything with sec/nanosec)."""
-    return int(stamp.sec) * 1_000_000_000 + int(stamp.nanosec)
+from mmdrfuse_ros.stamps import stamp_to_ns
 
 
 def validate_sync_params(queue_size: int, slop: float) -> None:
