@@ -18,8 +18,8 @@ import cv2
 import numpy as np
 
 from mmdrfuse_ros.bag import io
+from mmdrfuse_ros.fusion.pairs import IMAGE_EXTENSIONS, list_images
 
-IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"})
 #: VOC class names counted as pedestrians (LLVIP uses "person").
 PERSON_CLASSES = frozenset({"person", "people", "pedestrian"})
 #: first stamp of dataset bags: fixed, so the same folders give the same bag.
@@ -64,10 +64,10 @@ class FolderSummary:
 def _images(folder: Path, role: str) -> dict[str, Path]:
     if not folder.is_dir():
         raise FolderError(f"{role} folder not found: {folder}")
-    found = {p.stem: p for p in sorted(folder.iterdir()) if p.suffix.lower() in IMAGE_SUFFIXES}
+    found = list_images(folder)
     if not found:
         raise FolderError(
-            f"{role} folder {folder} has no images ({', '.join(sorted(IMAGE_SUFFIXES))})"
+            f"{role} folder {folder} has no images ({', '.join(sorted(IMAGE_EXTENSIONS))})"
         )
     return found
 

@@ -12,9 +12,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".pgm", ".ppm")
 #: (thermal folder, visible folder) names of the public datasets.
-DATASET_LAYOUTS = (("ir", "vi"), ("infrared", "visible"), ("ir", "vis"), ("IR", "VIS"))
+DATASET_LAYOUTS = (("ir", "vi"), ("infrared", "visible"), ("IR", "VIS"))
 
 
 @dataclass
@@ -32,12 +32,23 @@ def find_layout(root: Path) -> tuple[Path, Path] | None:
     return None
 
 
-def list_images(folder: Path) -> dict[str, Path]:
-    """Image files of a folder by stem (``a.jpg`` pairs with ``a.png``)."""
-    return {
-        p.stem: p for p in sorted(folder.iterdir())
-        if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS
-    }
+def list_images(folder: Path, *, recursive: bool = False, strict: bool = False
+                ) -> dict[str, Path]:
+    """Image files of a folder by name without extension (``a.jpg`` pairs with ``a.png``);
+    with ``recursive``, by relative path without extension (``day/a``).
+
+    Two files with one name (``a.jpg`` and ``a.png``) are ambiguous: the first in sorted order
+    is kept, or, with ``strict``, ValueError names both.
+    """
+    files: dict[str, Path] = {}
+    for path in sorted(folder.rglob("*") if recursive else folder.iterdir()):
+        if not (path.is_file() and path.suffix.lower() in IMAGE_EXTENSIONS):
+            continue
+        key = path.relative_to(folder).with_suffix("").as_posix()
+        if key in files and strict:
+            raise ValueError(f"{folder}: two images named {key!r} ({files[key].name}, {path.name})")
+        files.setdefault(key, path)
+    return files
 
 
 def match_pairs(thermal_dir: Path, visible_dir: Path) -> PairListing:

@@ -20,12 +20,10 @@ from pathlib import Path
 
 import numpy as np
 
+from ..fusion.pairs import list_images
 from .fusion import ALL_METRICS, compute_metrics
 
-__all__ = ["IMAGE_SUFFIXES", "evaluate_folders", "read_grey", "register", "run"]
-
-#: file suffixes taken as images (lower case).
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".pgm", ".ppm")
+__all__ = ["evaluate_folders", "read_grey", "register", "run"]
 
 
 def read_grey(path: str | Path) -> np.ndarray:
@@ -39,14 +37,6 @@ def read_grey(path: str | Path) -> np.ndarray:
         raise ValueError(f"cannot read {path} as an image")
     grey = cv2.cvtColor(img.astype(np.float32), cv2.COLOR_BGR2GRAY)
     return np.round(grey).astype(np.float64)
-
-
-def _index(folder: Path) -> dict[str, Path]:
-    files: dict[str, Path] = {}
-    for p in sorted(folder.iterdir()):
-        if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES:
-            files.setdefault(p.stem, p)  # first by sorted name wins if stems collide
-    return files
 
 
 def evaluate_folders(
@@ -63,7 +53,8 @@ def evaluate_folders(
     pairs without a fused image (not an error: a run may fuse a subset)."""
     from tqdm import tqdm
 
-    ir, vis, fused = _index(ir_dir), _index(vis_dir), _index(fused_dir)
+    # by name without extension; the first by sorted name wins if two share one
+    ir, vis, fused = list_images(ir_dir), list_images(vis_dir), list_images(fused_dir)
     rows: list[dict] = []
     errors: list[tuple[str, str]] = []
     for stem in tqdm(sorted(fused), desc="metrics", unit="pair", disable=not progress):

@@ -19,13 +19,12 @@ import cv2
 import numpy as np
 import torch
 
+from mmdrfuse_ros.fusion.pairs import DATASET_LAYOUTS, IMAGE_EXTENSIONS, find_layout, list_images
 from mmdrfuse_ros.fusion.preprocess import split_visible
 from mmdrfuse_ros.training import TrainingInputError
 
 log = logging.getLogger("mmdrfuse_ros.training")
 
-MODALITY_DIRS = (("ir", "vi"), ("infrared", "visible"), ("IR", "VIS"))
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 #: the split is drawn with its own seed so every run (and every ablation) sees the same one.
 SPLIT_SEED = 20240826
 
@@ -42,15 +41,11 @@ class PairFiles:
 
 
 def _index(folder: Path) -> dict[str, Path]:
-    files = {}
-    for path in sorted(folder.rglob("*")):
-        if path.is_file() and path.suffix.lower() in IMAGE_EXTENSIONS:
-            key = path.relative_to(folder).with_suffix("").as_posix()
-            if key in files:
-                raise DataError(
-                    f"{folder}: two images named {key!r} ({files[key].name}, {path.name})")
-            files[key] = path
-    return files
+    """Images under ``folder`` (sub-folders too) by relative path; a name twice is an error."""
+    try:
+        return list_images(folder, recursive=True, strict=True)
+    except ValueError as exc:
+        raise DataError(str(exc)) from None
 
 
 def find_pairs(root: str | Path, subdir: str | None = None) -> list[PairFiles]:
@@ -58,13 +53,11 @@ def find_pairs(root: str | Path, subdir: str | None = None) -> list[PairFiles]:
     root = Path(root)
     if not root.is_dir():
         raise DataError(f"data folder {root} does not exist")
-    for ir_name, vi_name in MODALITY_DIRS:
-        ir_dir, vi_dir = root / ir_name, root / vi_name
-        if ir_dir.is_dir() and vi_dir.is_dir():
-            break
-    else:
-        names = ", ".join(f"{a}/+{b}/" for a, b in MODALITY_DIRS)
+    layout = find_layout(root)
+    if layout is None:
+        names = ", ".join(f"{a}/+{b}/" for a, b in DATASET_LAYOUTS)
         raise DataError(f"data folder {root} must contain one of {names}")
+    ir_dir, vi_dir = layout
     if subdir:
         ir_dir, vi_dir = ir_dir / subdir, vi_dir / subdir
         if not (ir_dir.is_dir() and vi_dir.is_dir()):
