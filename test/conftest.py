@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import zlib
 from pathlib import Path
 
 import pytest
@@ -22,3 +23,15 @@ def roadscene() -> Path:
     if not (ROADSCENE / "ir").is_dir() or not (ROADSCENE / "vi").is_dir():
         pytest.skip(f"RoadScene data not found at {ROADSCENE} (only in the project's CI/dev setup)")
     return ROADSCENE
+
+
+@pytest.fixture(scope="module")
+def context(request):
+    """A private rclpy context (loopback discovery, set above) on a domain id of its module's own,
+    so that node tests of different modules never see each other's topics."""
+    rclpy = pytest.importorskip("rclpy")
+    ctx = rclpy.Context()
+    seed = zlib.crc32(request.module.__name__.encode())
+    rclpy.init(context=ctx, domain_id=1 + (os.getpid() + seed) % 100)
+    yield ctx
+    rclpy.shutdown(context=ctx)

@@ -6,7 +6,6 @@ Timeouts only bound the waiting; no assertion is about speed.
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 from collections.abc import Callable
@@ -36,14 +35,6 @@ from mmdrfuse_ros.nodes.qos import make_qos  # noqa: E402
 pytestmark = pytest.mark.ros
 
 
-@pytest.fixture(scope="module")
-def context():
-    """A private rclpy context on loopback, with a domain id of this module's own."""
-    os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
-    ctx = rclpy.Context()
-    rclpy.init(context=ctx, domain_id=1 + (os.getpid() * 7 + 29) % 100)
-    yield ctx
-    rclpy.shutdown(context=ctx)
 
 
 @pytest.fixture(scope="module")

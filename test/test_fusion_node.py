@@ -8,7 +8,6 @@ domain on loopback. Timeouts below only bound the waiting; no assertion is about
 from __future__ import annotations
 
 import array
-import os
 import threading
 import time
 from collections.abc import Callable
@@ -48,19 +47,6 @@ BASE = 1000.0  # seconds: synthetic stamps, far from both 0 and the wall clock
 RGB_FRAME = "rgb_optical"
 
 
-@pytest.fixture(scope="module")
-def context():
-    """A private rclpy context on loopback, with a domain id of this module's own."""
-    saved = os.environ.get("ROS_AUTOMATIC_DISCOVERY_RANGE")
-    os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
-    ctx = rclpy.Context()
-    rclpy.init(context=ctx, domain_id=1 + (os.getpid() * 3 + 11) % 100)
-    yield ctx
-    rclpy.shutdown(context=ctx)
-    if saved is None:
-        os.environ.pop("ROS_AUTOMATIC_DISCOVERY_RANGE", None)
-    else:
-        os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = saved
 
 
 def stamp(t: float) -> Time:

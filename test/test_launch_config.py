@@ -14,7 +14,6 @@ from __future__ import annotations
 import ast
 import importlib
 import inspect
-import os
 import runpy
 import sys
 import types
@@ -187,14 +186,6 @@ def _node_class(module: types.ModuleType) -> type:
     return classes[0]
 
 
-@pytest.fixture(scope="module")
-def context():
-    rclpy = pytest.importorskip("rclpy")
-    os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
-    ctx = rclpy.Context()
-    rclpy.init(context=ctx, domain_id=1 + (os.getpid() * 5 + 29) % 100)
-    yield ctx
-    rclpy.shutdown(context=ctx)
 
 
 @pytest.mark.ros
