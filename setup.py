@@ -10,7 +10,10 @@ setup(
     name=PACKAGE,
     version="0.1.0",
     packages=find_packages(include=[PACKAGE, f"{PACKAGE}.*"]),
-    package_data={f"{PACKAGE}.fusion": ["weights/*.pt", "weights/*.json"]},
+    package_data={
+        f"{PACKAGE}.fusion": ["weights/*.pt", "weights/*.json"],
+        f"{PACKAGE}.training": ["presets/*.yaml"],
+    },
     data_files=[
         ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),
         (f"share/{PACKAGE}", ["package.xml"]),

@@ -16,6 +16,10 @@ SUBCOMMAND_MODULES = (
     "mmdrfuse_ros.fusion.cli",
     "mmdrfuse_ros.metrics.cli",
     "mmdrfuse_ros.bag.cli",
+    "mmdrfuse_ros.replay.cli",
+    "mmdrfuse_ros.training.cli",
+    "mmdrfuse_ros.detection.cli",
+    "mmdrfuse_ros.fusion.calibration_cli",
 )
 
 
@@ -23,14 +27,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="mmdrfuse",
         description="MMDRFuse thermal/RGB fusion: fuse images, compute fusion metrics, "
-        "make and replay rosbags.",
+        "make and replay rosbags, train, detect, calibrate.",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for module_name in SUBCOMMAND_MODULES:
         try:
             module = importlib.import_module(module_name)
         except ModuleNotFoundError as exc:
-            if exc.name and exc.name.startswith(module_name):
+            if exc.name and (module_name + ".").startswith(exc.name + "."):
                 continue  # that subcommand is not part of this build
             raise
         module.register(sub)

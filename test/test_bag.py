@@ -12,15 +12,12 @@ import numpy as np
 import pytest
 
 from mmdrfuse_ros.bag import io
-from mmdrfuse_ros.bag.folders import FolderError, find_pairs, write_folder_bag
-from mmdrfuse_ros.bag.synth import (
-    NightScene,
-    SynthConfig,
-    apply_homography,
-    default_homography,
-    write_synthetic_bag,
-)
+from mmdrfuse_ros.bag.folders import FolderError, write_folder_bag
+from mmdrfuse_ros.bag.scene import NightScene, SynthConfig
+from mmdrfuse_ros.bag.synth import write_synthetic_bag
 from mmdrfuse_ros.cli import main as cli_main
+from mmdrfuse_ros.datasets import DatasetError, find_pairs
+from mmdrfuse_ros.fusion.geometry import apply_homography, default_homography
 from mmdrfuse_ros.stamps import stamp_to_ns
 
 SMALL = SynthConfig(duration_s=1.0, rgb_rate_hz=15.0, thermal_rate_hz=9.0,
@@ -32,6 +29,12 @@ def small_bag(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("bags") / "small"
     write_synthetic_bag(out, SMALL)
     return out
+
+
+def _calibration(reader: io.BagReader) -> dict | None:
+    """The bag's last calibration document, or None."""
+    docs = reader.read_json(io.CALIBRATION_TOPIC)
+    return docs[-1][1] if docs else None
 
 
 def _images(bag: Path, topic: str) -> list[tuple[int, int, np.ndarray, str]]:
@@ -57,7 +60,7 @@ def test_synthetic_bag_topics_types_and_calibration(small_bag: Path) -> None:
         assert topics[io.GROUND_TRUTH_THERMAL_TOPIC].count == topics[io.THERMAL_TOPIC].count
         assert topics[io.RGB_TOPIC].count == 15
         assert 7 <= topics[io.THERMAL_TOPIC].count <= 9  # 9 Hz, the camera may skip a frame
-        h = io.homography_from_calibration(io.read_calibration(reader))
+        h = io.homography_from_calibration(_calibration(reader))
     np.testing.assert_allclose(h, default_homography(SMALL.thermal_size, SMALL.rgb_size),
                                rtol=1e-6, atol=1e-6)  # fmt: skip
     thermal = _images(small_bag, io.THERMAL_TOPIC)
@@ -211,7 +214,7 @@ def test_from_folders_round_trip_synthetic(tmp_path: Path) -> None:
     assert {t[3] for t in _images(tmp_path / "bag", io.THERMAL_TOPIC)} == {"mono16"}
     with io.BagReader(tmp_path / "bag") as reader:
         np.testing.assert_array_equal(
-            io.homography_from_calibration(io.read_calibration(reader)), np.eye(3)
+            io.homography_from_calibration(_calibration(reader)), np.eye(3)
         )
 
 
@@ -245,25 +248,25 @@ def test_from_folders_bad_input(tmp_path: Path, capsys) -> None:
     ir_dir, vis_dir = _write_pairs(tmp_path / "ok", 2)
     empty = tmp_path / "empty"
     empty.mkdir()
-    with pytest.raises(FolderError, match="no images"):
+    with pytest.raises(DatasetError, match="no images"):
         find_pairs(empty, vis_dir)
-    with pytest.raises(FolderError, match="not found"):
+    with pytest.raises(DatasetError, match="not found"):
         find_pairs(tmp_path / "missing", vis_dir)
     other = tmp_path / "other"
     other.mkdir()
     cv2.imwrite(str(other / "zzz.png"), np.zeros((8, 8), np.uint8))
-    with pytest.raises(FolderError, match="no image names in common"):
+    with pytest.raises(DatasetError, match="no image names in common"):
         find_pairs(ir_dir, other)
     # annotations that do not match the images
     ann = tmp_path / "ann"
     ann.mkdir()
     _voc(ann / "00000.xml", [[1, 1, 5, 20]])
-    with pytest.raises(FolderError, match=r"1 of 2 pairs have no \.xml"):
+    with pytest.raises(DatasetError, match=r"1 of 2 pairs have no \.xml"):
         find_pairs(ir_dir, vis_dir, ann)
     wrong = tmp_path / "wrong"
     wrong.mkdir()
     _voc(wrong / "elsewhere.xml", [[1, 1, 5, 20]])
-    with pytest.raises(FolderError, match=r"none of the 1 \.xml files"):
+    with pytest.raises(DatasetError, match=r"none of the 1 \.xml files"):
         find_pairs(ir_dir, vis_dir, wrong)
     sized = tmp_path / "sized"
     sized.mkdir()

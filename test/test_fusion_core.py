@@ -23,8 +23,8 @@ from mmdrfuse_ros.fusion import (
     save_checkpoint,
 )
 from mmdrfuse_ros.fusion.backends import CpuFastBackend, TorchBackend
+from mmdrfuse_ros.fusion.geometry import ThermalRegistration
 from mmdrfuse_ros.fusion.model import STUDENT_SHAPES
-from mmdrfuse_ros.fusion.preprocess import ThermalRegistration
 from mmdrfuse_ros.resources import default_weights_path
 
 

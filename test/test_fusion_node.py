@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from image_helpers import array_to_compressed
 
 rclpy = pytest.importorskip("rclpy")
 
@@ -30,13 +31,9 @@ from rosgraph_msgs.msg import Clock  # noqa: E402
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image  # noqa: E402
 
 from mmdrfuse_ros import topics  # noqa: E402
+from mmdrfuse_ros.msgs.images import array_to_image, image_to_array  # noqa: E402
 from mmdrfuse_ros.nodes.diagnostics import status_values  # noqa: E402
 from mmdrfuse_ros.nodes.fusion_node import FusionNode  # noqa: E402
-from mmdrfuse_ros.nodes.image_conversion import (  # noqa: E402
-    array_to_compressed,
-    array_to_image,
-    image_to_array,
-)
 from mmdrfuse_ros.nodes.qos import make_qos  # noqa: E402
 
 pytestmark = pytest.mark.ros

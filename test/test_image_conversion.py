@@ -8,16 +8,12 @@ import sys
 import cv2
 import numpy as np
 import pytest
+from image_helpers import array_to_compressed
 from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Header
 
-from mmdrfuse_ros.nodes.image_conversion import (
-    array_to_compressed,
-    array_to_image,
-    compressed_to_array,
-    encoding_info,
-    image_to_array,
-)
+from mmdrfuse_ros.msgs.compressed import compressed_to_array
+from mmdrfuse_ros.msgs.images import array_to_image, encoding_info, image_to_array
 
 RNG = np.random.default_rng(0)
 

@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 
 from mmdrfuse_ros.cli import main
+from mmdrfuse_ros.datasets import read_grey
 from mmdrfuse_ros.metrics import ALL_METRICS, compute_metrics
-from mmdrfuse_ros.metrics.cli import read_grey
 
 
 def _pair(seed: int, h: int = 48, w: int = 56):

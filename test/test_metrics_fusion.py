@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from mmdrfuse_ros.datasets import read_grey
 from mmdrfuse_ros.metrics import fusion as M
-from mmdrfuse_ros.metrics.cli import read_grey
 
 REFERENCE = Path(__file__).parent / "data" / "metrics_reference.json"
 ROADSCENE = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "roadscene"

@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 import torch
 
+from mmdrfuse_ros.datasets import read_luma
 from mmdrfuse_ros.fusion.model import StudentNet, load_checkpoint, save_checkpoint
 from mmdrfuse_ros.resources import default_weights_path
 from mmdrfuse_ros.training.config import ConfigError, TrainConfig, merge, set_dotted
@@ -24,22 +25,18 @@ from mmdrfuse_ros.training.data import (
     PatchSet,
     apply_flips,
     epoch_plan,
-    find_pairs,
+    find_training_pairs,
     load_pairs,
-    read_luma,
+    prepare_data,
     split_names,
     write_synthetic_dataset,
 )
+from mmdrfuse_ros.training.distributed import DistInfo
 from mmdrfuse_ros.training.export import export_onnx, install_default, onnx_max_difference
 from mmdrfuse_ros.training.perceptual import EdgePyramid
+from mmdrfuse_ros.training.stage import StageTrainer, TrainingInterrupted
 from mmdrfuse_ros.training.teacher import TeacherError, TeacherNet, load_teacher
-from mmdrfuse_ros.training.trainer import (
-    DistInfo,
-    StageTrainer,
-    TrainingInterrupted,
-    prepare_data,
-    train,
-)
+from mmdrfuse_ros.training.trainer import train
 
 REPO = Path(__file__).resolve().parent.parent
 TRAIN_PY = REPO / "training" / "train.py"
@@ -69,11 +66,11 @@ def test_pairs_layouts_colour_and_split(tmp_path) -> None:
     root = write_synthetic_dataset(tmp_path / "d", n=5, height=20, width=24, colour=True)
     (root / "ir").rename(root / "infrared")  # the LLVIP folder names
     (root / "vi").rename(root / "visible")
-    pairs = find_pairs(root)
+    pairs = find_training_pairs(root)
     assert [p.name for p in pairs] == [f"{i:03d}" for i in range(5)]
-    colour = cv2.imread(str(pairs[0].vi))
+    colour = cv2.imread(str(pairs[0].vis))
     assert colour.ndim == 3
-    y = read_luma(pairs[0].vi)
+    y = read_luma(pairs[0].vis)
     b, g, r = (colour[:, :, i].astype(float) for i in range(3))
     assert np.abs(y - (0.299 * r + 0.587 * g + 0.114 * b)).max() <= 1.0
     train_a, val_a = split_names([p.name for p in pairs], 0.4)
@@ -106,7 +103,7 @@ def test_bad_data_folders_are_refused_with_a_reason(tmp_path, problem: str, matc
     elif problem == "unreadable":
         (root / "ir" / "002.png").write_bytes(b"not an image")
     with pytest.raises(DataError, match=match):
-        load_pairs(find_pairs(root))
+        load_pairs(find_training_pairs(root))
 
 
 def test_patches_flips_and_epoch_plan() -> None:

@@ -2,42 +2,36 @@
 
 Works for the usual fusion datasets: RoadScene and TNO (``ir/``, ``vi/``), MSRS (``ir/``,
 ``vi/``), LLVIP (``infrared/<split>``, ``visible/<split>`` and VOC ``Annotations/*.xml`` with
-``person`` boxes). Pairs are matched by file name without extension. The pairs are registered
-(same geometry), so both images of a pair get the same stamp, the calibration holds the identity
-homography, and ground-truth boxes (when given) apply to both modalities.
+``person`` boxes). Pairs are matched by file name without extension
+(:func:`mmdrfuse_ros.datasets.find_pairs`). The pairs are registered (same geometry), so both
+images of a pair get the same stamp, the calibration holds the identity homography, and
+ground-truth boxes (when given) apply to both modalities.
 """
 
 from __future__ import annotations
 
-import xml.etree.ElementTree as ET
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import cv2
 import numpy as np
 
+from mmdrfuse_ros import datasets
 from mmdrfuse_ros.bag import io
-from mmdrfuse_ros.fusion.pairs import IMAGE_EXTENSIONS, list_images
+from mmdrfuse_ros.datasets import DatasetError, Pair
 
-#: VOC class names counted as pedestrians (LLVIP uses "person").
-PERSON_CLASSES = frozenset({"person", "people", "pedestrian"})
 #: first stamp of dataset bags: fixed, so the same folders give the same bag.
 DEFAULT_START_NS = 1_735_689_600 * 1_000_000_000
 THERMAL_FRAME_ID = "thermal_optical_frame"
 RGB_FRAME_ID = "rgb_optical_frame"
 
+class FolderError(DatasetError):
+    """Folders that cannot make a bag; ``partial`` when a bag holding the pairs before the
+    problem was written (and closed, so it is readable)."""
 
-class FolderError(ValueError):
-    """Folders that cannot make a bag (empty, unpaired, unreadable, mismatched annotations)."""
-
-
-@dataclass(frozen=True)
-class Pair:
-    stem: str
-    ir: Path
-    vis: Path
-    annotation: Path | None = None
+    def __init__(self, message: str, partial: bool = False) -> None:
+        super().__init__(message)
+        self.partial = partial
 
 
 @dataclass
@@ -61,115 +55,6 @@ class FolderSummary:
         return text
 
 
-def _images(folder: Path, role: str) -> dict[str, Path]:
-    if not folder.is_dir():
-        raise FolderError(f"{role} folder not found: {folder}")
-    found = list_images(folder)
-    if not found:
-        raise FolderError(
-            f"{role} folder {folder} has no images ({', '.join(sorted(IMAGE_EXTENSIONS))})"
-        )
-    return found
-
-
-def find_pairs(
-    ir_dir: str | Path, vis_dir: str | Path, annotations: str | Path | None = None
-) -> tuple[list[Pair], list[str], list[str]]:
-    """(pairs sorted by name, infrared-only stems, visible-only stems).
-
-    FolderError for a missing or empty folder, no common names, or annotations that do not match
-    the images (an image without its .xml, or no .xml matching any image).
-    """
-    ir = _images(Path(ir_dir), "infrared")
-    vis = _images(Path(vis_dir), "visible")
-    common = sorted(set(ir) & set(vis))
-    if not common:
-        raise FolderError(
-            f"no image names in common between {ir_dir} (e.g. {next(iter(ir))!r}) and "
-            f"{vis_dir} (e.g. {next(iter(vis))!r}): pairs are matched by file name"
-        )
-    ann: dict[str, Path] = {}
-    if annotations is not None:
-        ann_dir = Path(annotations)
-        if not ann_dir.is_dir():
-            raise FolderError(f"annotations folder not found: {ann_dir}")
-        ann = {p.stem: p for p in ann_dir.glob("*.xml")}
-        if not ann:
-            raise FolderError(f"annotations folder {ann_dir} has no VOC .xml files")
-        missing = [stem for stem in common if stem not in ann]
-        if len(missing) == len(common):
-            raise FolderError(
-                f"annotations do not match the images: none of the {len(ann)} .xml files in "
-                f"{ann_dir} is named like an image (e.g. {next(iter(ann))}.xml vs image "
-                f"{common[0]!r})"
-            )
-        if missing:
-            raise FolderError(
-                f"annotations do not match the images: {len(missing)} of {len(common)} pairs "
-                f"have no .xml in {ann_dir} (e.g. {', '.join(missing[:5])}); pass folders "
-                "holding only annotated images"
-            )
-    pairs = [Pair(stem, ir[stem], vis[stem], ann.get(stem)) for stem in common]
-    return pairs, sorted(set(ir) - set(vis)), sorted(set(vis) - set(ir))
-
-
-def parse_voc(path: Path) -> tuple[list[list[float]], tuple[int, int] | None]:
-    """(person boxes [x1, y1, x2, y2], image size (w, h) or None) of a VOC annotation file."""
-    try:
-        root = ET.parse(path).getroot()
-    except (ET.ParseError, OSError) as exc:
-        raise FolderError(f"annotation {path} is not readable VOC XML: {exc}") from exc
-    size = None
-    w, h = root.findtext("size/width"), root.findtext("size/height")
-    if w and h and int(float(w)) > 0 and int(float(h)) > 0:
-        size = (int(float(w)), int(float(h)))
-    boxes = []
-    for obj in root.iter("object"):
-        name = (obj.findtext("name") or "").strip().lower()
-        if name not in PERSON_CLASSES:
-            continue
-        try:
-            coords = [float(obj.findtext(f"bndbox/{k}") or "nan") for k in
-                      ("xmin", "ymin", "xmax", "ymax")]  # fmt: skip
-        except ValueError as exc:
-            raise FolderError(f"annotation {path}: a box has a non-numeric coordinate") from exc
-        if not all(np.isfinite(coords)) or coords[2] <= coords[0] or coords[3] <= coords[1]:
-            raise FolderError(f"annotation {path}: malformed box {coords}")
-        boxes.append(coords)
-    return boxes, size
-
-
-def read_infrared(path: Path) -> tuple[np.ndarray, str]:
-    """(image, encoding): 16-bit files stay mono16 (radiometric data), colour files become grey."""
-    image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-    if image is None:
-        raise FolderError(f"cannot read image {path}")
-    if image.ndim == 3:
-        code = cv2.COLOR_BGRA2GRAY if image.shape[2] == 4 else cv2.COLOR_BGR2GRAY
-        image = cv2.cvtColor(image, code)
-    if image.dtype == np.uint16:
-        return image, "mono16"
-    if image.dtype != np.uint8:
-        raise FolderError(f"{path}: {image.dtype} infrared images are not supported (8/16-bit)")
-    return image, "mono8"
-
-
-def read_visible(path: Path) -> tuple[np.ndarray, str]:
-    """(image, encoding): bgr8 for colour, mono8 for grey (TNO); 16-bit reduced to 8 bits."""
-    image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-    if image is None:
-        raise FolderError(f"cannot read image {path}")
-    if image.dtype == np.uint16:
-        image = (image >> 8).astype(np.uint8)
-    if image.dtype != np.uint8:
-        raise FolderError(f"{path}: {image.dtype} visible images are not supported (8/16-bit)")
-    if image.ndim == 3 and image.shape[2] == 4:
-        image = cv2.cvtColor(image, cv2.COLOR_BGRA2BGR)
-    if image.ndim == 3 and image.shape[2] == 1:
-        image = image[..., 0]
-    return image, ("bgr8" if image.ndim == 3 else "mono8")
-
-
 def write_folder_bag(
     ir_dir: str | Path,
     vis_dir: str | Path,
@@ -189,13 +74,11 @@ def write_folder_bag(
     """
     if not rate_hz > 0:
         raise FolderError(f"--rate must be > 0 Hz, got {rate_hz}")
-    pairs, only_ir, only_vis = find_pairs(ir_dir, vis_dir, annotations)
-    if limit is not None:
-        pairs = pairs[: max(int(limit), 0)]
-    parsed = {p.stem: parse_voc(p.annotation) for p in pairs if p.annotation is not None}
+    listing = datasets.find_pairs(ir_dir, vis_dir, annotations)
+    pairs = listing.pairs if limit is None else listing.pairs[: max(int(limit), 0)]
+    parsed = {p.name: datasets.parse_voc(p.annotation) for p in pairs if p.annotation is not None}
     period = round(1e9 / rate_hz)
-    summary = FolderSummary(str(out), 0, 0, only_ir, only_vis)
-    calibration_written = False
+    summary = FolderSummary(str(out), 0, 0, listing.only_ir, listing.only_vis)
     with io.BagWriter(out, storage=storage) as writer:
         for topic, msgtype in (
             (io.CALIBRATION_TOPIC, io.STRING),
@@ -208,44 +91,61 @@ def write_folder_bag(
             writer.add_topic(io.GROUND_TRUTH_THERMAL_TOPIC, io.STRING)
         try:
             for index, pair in enumerate(pairs):
-                ir_img, ir_enc = read_infrared(pair.ir)
-                vis_img, vis_enc = read_visible(pair.vis)
-                if ir_img.shape[:2] != vis_img.shape[:2]:
-                    raise FolderError(
-                        f"pair {pair.stem!r}: infrared {ir_img.shape[1]}x{ir_img.shape[0]} and "
-                        f"visible {vis_img.shape[1]}x{vis_img.shape[0]} differ in size; "
-                        "from-folders expects registered pairs of the same geometry"
-                    )
+                images = _read_pair(pair)
                 stamp = start_ns + index * period
-                if not calibration_written:
+                if index == 0:
                     writer.write(io.CALIBRATION_TOPIC, stamp, io.json_msg(_calibration(pair)))
-                    calibration_written = True
-                writer.write(io.THERMAL_TOPIC, stamp,
-                             io.image_msg(ir_img, ir_enc, stamp, THERMAL_FRAME_ID))  # fmt: skip
-                writer.write(io.RGB_TOPIC, stamp,
-                             io.image_msg(vis_img, vis_enc, stamp, RGB_FRAME_ID))  # fmt: skip
-                if pair.stem in parsed:
-                    boxes, size = parsed[pair.stem]
-                    _check_annotation(pair, boxes, size, vis_img.shape[1], vis_img.shape[0])
-                    wh = (vis_img.shape[1], vis_img.shape[0])
-                    for topic, frame_id in (
-                        (io.GROUND_TRUTH_TOPIC, RGB_FRAME_ID),
-                        (io.GROUND_TRUTH_THERMAL_TOPIC, THERMAL_FRAME_ID),
-                    ):
-                        doc = io.ground_truth_doc(stamp, frame_id, wh, boxes)
-                        doc["source"] = pair.stem
-                        writer.write(topic, stamp, io.json_msg(doc))  # fmt: skip
-                    summary.boxes += len(boxes)
+                summary.boxes += _write_pair(writer, pair, images, stamp, parsed.get(pair.name))
                 summary.pairs += 1
                 if progress:
                     progress(1)
-        except FolderError as exc:
+        except DatasetError as exc:
             raise FolderError(
                 f"{exc}\n(stopped: the bag at {out} holds the {summary.pairs} pair(s) before "
-                "this one)"
+                "this one)", partial=True,
             ) from exc
     summary.counts = dict(writer.counts)
     return summary
+
+
+def _read_pair(pair: Pair) -> tuple[np.ndarray, np.ndarray]:
+    """(thermal mono8/mono16, visible bgr8/mono8) of a registered pair; FolderError if not."""
+    ir_img, vis_img = datasets.read_thermal_image(pair.ir), datasets.read_visible_image(pair.vis)
+    if ir_img.shape[:2] != vis_img.shape[:2]:
+        raise FolderError(
+            f"pair {pair.name!r}: infrared {ir_img.shape[1]}x{ir_img.shape[0]} and "
+            f"visible {vis_img.shape[1]}x{vis_img.shape[0]} differ in size; "
+            "from-folders expects registered pairs of the same geometry"
+        )
+    return ir_img, vis_img
+
+
+def _write_pair(
+    writer: io.BagWriter,
+    pair: Pair,
+    images: tuple[np.ndarray, np.ndarray],
+    stamp: int,
+    annotation: tuple[list[list[float]], tuple[int, int] | None] | None,
+) -> int:
+    """Write one pair (and its ground truth) at ``stamp``; returns the number of boxes."""
+    ir_img, vis_img = images
+    ir_enc = "mono16" if ir_img.dtype == np.uint16 else "mono8"
+    vis_enc = "bgr8" if vis_img.ndim == 3 else "mono8"
+    writer.write(io.THERMAL_TOPIC, stamp, io.image_msg(ir_img, ir_enc, stamp, THERMAL_FRAME_ID))
+    writer.write(io.RGB_TOPIC, stamp, io.image_msg(vis_img, vis_enc, stamp, RGB_FRAME_ID))
+    if annotation is None:
+        return 0
+    boxes, size = annotation
+    wh = (vis_img.shape[1], vis_img.shape[0])
+    _check_annotation(pair, boxes, size, *wh)
+    for topic, frame_id in (
+        (io.GROUND_TRUTH_TOPIC, RGB_FRAME_ID),
+        (io.GROUND_TRUTH_THERMAL_TOPIC, THERMAL_FRAME_ID),
+    ):
+        doc = io.ground_truth_doc(stamp, frame_id, wh, boxes)
+        doc["source"] = pair.name
+        writer.write(topic, stamp, io.json_msg(doc))
+    return len(boxes)
 
 
 def _calibration(first: Pair) -> dict:

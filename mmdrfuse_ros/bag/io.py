@@ -5,9 +5,8 @@ writes the same files (mcap or sqlite3, metadata.yaml) that ``ros2 bag`` uses on
 Messages stay in their CDR bytes until someone needs the fields: replay publishes those bytes as
 they are, so a bag is played without deserialising its images.
 
-Image pixel semantics (encodings, ``step`` padding, byte order) live in
-:mod:`mmdrfuse_ros.nodes.image_conversion`; its functions accept rosbags messages too, because they
-carry the same fields.
+Image pixel semantics (encodings, ``step`` padding, byte order) live in :mod:`mmdrfuse_ros.msgs`;
+its functions accept rosbags messages too, because they carry the same fields.
 """
 
 from __future__ import annotations
@@ -25,11 +24,8 @@ from rosbags.rosbag2.enums import CompressionFormat, CompressionMode
 from rosbags.typesys import Stores, get_typestore
 
 from mmdrfuse_ros import topics
-from mmdrfuse_ros.nodes.image_conversion import (
-    compressed_to_array,
-    encoding_info,
-    image_to_array,
-)
+from mmdrfuse_ros.msgs.compressed import compressed_to_array
+from mmdrfuse_ros.msgs.images import encoding_info, image_to_array
 
 #: message definitions used to write bags and to read the types we know. sensor_msgs, std_msgs and
 #: rosgraph_msgs are identical (same RIHS01 hashes) from Humble to Kilted.
@@ -305,22 +301,18 @@ class BagReader:
         return out
 
 
-def read_calibration(reader: BagReader) -> dict[str, Any] | None:
-    """The bag's calibration document (last one wins), or None when it has none."""
-    docs = reader.read_json(CALIBRATION_TOPIC)
-    return docs[-1][1] if docs else None
-
-
 def homography_from_calibration(calibration: dict[str, Any] | None) -> np.ndarray | None:
     """The 3x3 thermal -> RGB homography of a calibration document; BagError when malformed."""
+    from mmdrfuse_ros.fusion.geometry import validate_homography  # fusion/ imports torch
+
     if not calibration or calibration.get("homography_thermal_to_rgb") is None:
         return None
     try:
-        h = np.asarray(calibration["homography_thermal_to_rgb"], dtype=np.float64).reshape(3, 3)
+        h = validate_homography(calibration["homography_thermal_to_rgb"])
     except (TypeError, ValueError) as exc:
-        raise BagError(f"{CALIBRATION_TOPIC}: homography_thermal_to_rgb not 3x3 ({exc})") from exc
-    if not np.all(np.isfinite(h)) or abs(np.linalg.det(h)) < 1e-12:
-        raise BagError(f"{CALIBRATION_TOPIC}: homography_thermal_to_rgb is singular or not finite")
+        raise BagError(f"{CALIBRATION_TOPIC}: homography_thermal_to_rgb: {exc}") from exc
+    if h is None:
+        raise BagError(f"{CALIBRATION_TOPIC}: homography_thermal_to_rgb is empty, expected 3x3")
     return h
 
 

@@ -16,6 +16,7 @@ import hashlib
 import importlib.util
 import logging
 import os
+import re
 import sys
 import threading
 from pathlib import Path
@@ -30,6 +31,7 @@ from .model import Checkpoint, StudentNet
 log = logging.getLogger("mmdrfuse_ros.fusion")
 
 BACKENDS = ("auto", "torch", "cpu-fast")
+_DEVICE_PATTERN = re.compile(r"^(auto|cpu|cuda(:[0-9]+)?)$")
 _BAND_ROWS = 32  # rows per work item of the fused kernel: its feature rows stay in L1/L2
 
 
@@ -46,24 +48,34 @@ def cuda_available() -> bool:
     return torch.cuda.is_available()
 
 
+def check_backend_device(backend: str, device: str | None) -> None:
+    """ValueError naming what is wrong with this backend/device combination on this machine."""
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    if device is not None and not _DEVICE_PATTERN.match(str(device)):
+        raise ValueError(f"device must be auto, cpu, cuda or cuda:N, got {device!r}")
+    wants_cuda = device is not None and str(device).startswith("cuda")
+    if wants_cuda and not cuda_available():
+        raise ValueError(f"device {device!r} requested but CUDA is not available on this machine")
+    if backend == "cpu-fast" and wants_cuda:
+        raise ValueError(
+            "backend 'cpu-fast' runs on the CPU; use backend 'torch' (or auto) for CUDA"
+        )
+
+
 def create_backend(
     backend: str, device: str | None, checkpoint: Checkpoint, *, fp16: bool = False,
     channels_last: bool = True,
 ) -> Backend:
     """Resolve ``auto`` and build the backend; ValueError names what is wrong."""
-    if backend not in BACKENDS:
-        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    check_backend_device(backend, device)
     wants_cuda = device is not None and str(device).startswith("cuda")
-    if wants_cuda and not cuda_available():
-        raise ValueError(f"device {device!r} requested but CUDA is not available on this machine")
     if backend == "auto":
         if device in (None, "auto"):
             backend = "torch" if cuda_available() else "cpu-fast"
         else:
             backend = "torch" if wants_cuda else "cpu-fast"
     if backend == "cpu-fast":
-        if wants_cuda:
-            raise ValueError("backend 'cpu-fast' runs on the CPU; use backend 'torch' for CUDA")
         return CpuFastBackend(checkpoint)
     if device in (None, "auto"):
         device = "cuda" if cuda_available() else "cpu"

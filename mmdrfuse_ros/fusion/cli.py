@@ -11,9 +11,16 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
+from ..datasets import (
+    IMAGE_EXTENSIONS,
+    DatasetError,
+    find_layout,
+    find_pairs,
+    read_thermal_image,
+    read_visible_image,
+)
 from .backends import BACKENDS
 from .model import CheckpointError
-from .pairs import IMAGE_EXTENSIONS, find_layout, match_pairs, read_thermal, read_visible
 from .preprocess import THERMAL_NORMS, FusionInputError
 
 
@@ -83,12 +90,13 @@ def _resolve_jobs(args: argparse.Namespace) -> tuple[list[tuple[str, Path, Path,
         return [(ir.stem, ir, vis, target)], []
     if out.suffix.lower() in IMAGE_EXTENSIONS:
         return [], [f"--out must be a folder when fusing folders (got {out})"]
-    listing = match_pairs(ir, vis)
-    errors = [f"{name}: no visible image in {vis}" for name in listing.only_thermal]
-    errors += [f"{name}: no thermal image in {ir}" for name in listing.only_visible]
-    if not listing.pairs and not errors:
-        errors.append(f"no images found in {ir} and {vis}")
-    jobs = [(name, t, v, out / f"{name}.png") for name, t, v in listing.pairs]
+    try:
+        listing = find_pairs(ir, vis)
+    except DatasetError as exc:
+        return [], [str(exc)]
+    errors = [f"{name}: no visible image in {vis}" for name in listing.only_ir]
+    errors += [f"{name}: no thermal image in {ir}" for name in listing.only_vis]
+    jobs = [(p.name, p.ir, p.vis, out / f"{p.name}.png") for p in listing.pairs]
     return jobs, errors
 
 
@@ -113,7 +121,8 @@ def run(args: argparse.Namespace) -> int:
         jobs, desc="fusing", unit="pair", disable=args.quiet or len(jobs) < 2
     ):
         try:
-            thermal, visible = read_thermal(thermal_path), read_visible(visible_path)
+            thermal = read_thermal_image(thermal_path)
+            visible = read_visible_image(visible_path)
             if args.homography is None and thermal.shape[:2] != visible.shape[:2]:
                 raise ValueError(
                     f"sizes differ (thermal {thermal.shape[:2]}, visible {visible.shape[:2]}); "

@@ -11,27 +11,27 @@ A frame goes through three stages, each usable (and timed) on its own:
 from __future__ import annotations
 
 import logging
-from dataclasses import asdict, dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from ..resources import default_weights_path
-from .backends import Backend, create_backend
-from .model import load_checkpoint
+from .backends import Backend, check_backend_device, create_backend
+from .geometry import ThermalRegistration, validate_homography
+from .model import Checkpoint, CheckpointError, load_checkpoint
 from .preprocess import (
     OUTPUT_COLORS,
     OUTPUT_DTYPES,
     FusionInputError,
     ThermalNormalizer,
-    ThermalRegistration,
     VisiblePlanes,
     check_thermal,
     check_visible,
     compose_output,
     split_visible,
-    validate_homography,
 )
 
 log = logging.getLogger("mmdrfuse_ros.fusion")
@@ -39,7 +39,8 @@ log = logging.getLogger("mmdrfuse_ros.fusion")
 
 @dataclass
 class FusionSettings:
-    """Everything about a fusion except the backend, device and weights. Validated on creation."""
+    """Everything about a fusion except the backend, device and weights. Validated on creation:
+    this is the one check of these values, for the engine, the node, the CLI and the replay."""
 
     fp16: bool = False
     channels_last: bool = True
@@ -51,17 +52,17 @@ class FusionSettings:
     visible_order: str = "bgr"
     output_color: str = "bgr"
     output_dtype: str = "uint8"
-    extra: dict[str, Any] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
-        if self.extra:
-            raise ValueError(f"unknown fusion setting(s): {sorted(self.extra)}")
         if self.visible_order not in ("bgr", "rgb"):
             raise ValueError(f"visible_order must be 'bgr' or 'rgb', got {self.visible_order!r}")
         if self.output_color not in OUTPUT_COLORS:
             raise ValueError(f"output_color must be in {OUTPUT_COLORS}, not {self.output_color!r}")
         if self.output_dtype not in OUTPUT_DTYPES:
             raise ValueError(f"output_dtype must be in {OUTPUT_DTYPES}, not {self.output_dtype!r}")
+        if self.thermal_window is not None:
+            self.thermal_window = _pair("thermal_window", self.thermal_window)
+        self.thermal_percentiles = _pair("thermal_percentiles", self.thermal_percentiles)
         self.homography = validate_homography(self.homography)
         # Building one checks the normalisation settings with the same messages.
         ThermalNormalizer(self.thermal_norm, self.thermal_window, self.thermal_percentiles,
@@ -69,9 +70,29 @@ class FusionSettings:
 
     @classmethod
     def from_kwargs(cls, **settings: Any) -> FusionSettings:
-        known = {f for f in cls.__dataclass_fields__ if f != "extra"}
-        extra = {k: v for k, v in settings.items() if k not in known}
-        return cls(**{k: v for k, v in settings.items() if k in known}, extra=extra)
+        """The settings from keyword arguments; ValueError names any unknown ones."""
+        unknown = sorted(set(settings) - {f.name for f in fields(cls)})
+        if unknown:
+            raise ValueError(f"unknown fusion setting(s): {unknown}")
+        return cls(**settings)
+
+
+def _pair(name: str, value: Sequence[float]) -> tuple[float, float]:
+    """``[lo, hi]`` as a tuple of two floats; ValueError for any other length."""
+    if len(value) != 2:
+        raise ValueError(f"{name} must be [lo, hi] (two numbers), got {list(value)}")
+    return float(value[0]), float(value[1])
+
+
+def load_weights(weights: str | Path | None) -> tuple[Path, Checkpoint]:
+    """The checkpoint at ``weights`` (None: the shipped default) and its path.
+
+    CheckpointError (a ValueError) says why the file cannot be used.
+    """
+    path = Path(weights).expanduser() if weights else default_weights_path()
+    if not path.exists():
+        raise CheckpointError(f"weights file {str(path)!r} not found: the path does not exist")
+    return path, load_checkpoint(path)
 
 
 @dataclass
@@ -102,8 +123,7 @@ class FusionEngine:
         **settings: Any,
     ) -> None:
         self.settings = FusionSettings.from_kwargs(**settings)
-        weights_path = Path(weights) if weights else default_weights_path()
-        checkpoint = load_checkpoint(weights_path)
+        weights_path, checkpoint = load_weights(weights)
         self.weights_info: dict[str, Any] = {
             "path": str(weights_path),
             "format": checkpoint.source_format,
@@ -120,6 +140,20 @@ class FusionEngine:
         self._register = ThermalRegistration(s.homography)
         self._warned_resize = False
 
+    @staticmethod
+    def validate(
+        backend: str = "auto",
+        device: str | None = None,
+        weights: str | Path | None = None,
+        **settings: Any,
+    ) -> FusionSettings:
+        """Raise ValueError for anything ``FusionEngine(...)`` with these arguments would refuse,
+        without building a backend (the weights file is read: it is small)."""
+        checked = FusionSettings.from_kwargs(**settings)
+        check_backend_device(backend, device)
+        load_weights(weights)
+        return checked
+
     # -- properties ----------------------------------------------------------------------
     @property
     def backend(self) -> Backend:
@@ -134,24 +168,6 @@ class FusionEngine:
     @property
     def device(self) -> str:
         return self.backend.device
-
-    @property
-    def thermal_bounds(self) -> tuple[float, float] | None:
-        """Raw-unit window applied to the last thermal frame (for diagnostics)."""
-        return self._normalizer.bounds
-
-    def describe(self) -> dict[str, Any]:
-        """Backend, device, kernel and settings, for logs and diagnostics."""
-        info = {"backend": self.backend_name, "device": self.device,
-                "weights": self.weights_info["path"]}
-        kernel = getattr(self.backend, "kernel", None)
-        if kernel:
-            info["kernel"] = kernel
-        settings = asdict(self.settings)
-        settings.pop("extra")
-        if settings["homography"] is not None:
-            settings["homography"] = np.asarray(settings["homography"]).round(6).tolist()
-        return {**info, **settings}
 
     # -- the three stages ------------------------------------------------------------------
     def prepare(self, thermal: np.ndarray, visible: np.ndarray) -> PreparedPair:

@@ -4,7 +4,8 @@
 
 Pairs are matched by file name without extension (a fused ``00001.png`` goes with ``ir/00001.jpg``
 and ``vis/00001.jpg``), one row per fused image. Images are read as the reference evaluator reads
-them: OpenCV colour read, BGR -> grey in float32, rounded. A pair that cannot be evaluated (missing
+them (:func:`mmdrfuse_ros.datasets.read_grey`: OpenCV colour read, BGR -> grey in float32,
+rounded). A pair that cannot be evaluated (missing
 source, unreadable file, size mismatch) is reported by name on stderr and the command exits 1
 after computing and writing everything else.
 """
@@ -20,23 +21,10 @@ from pathlib import Path
 
 import numpy as np
 
-from ..fusion.pairs import list_images
+from ..datasets import list_images, read_grey
 from .fusion import ALL_METRICS, compute_metrics
 
-__all__ = ["evaluate_folders", "read_grey", "register", "run"]
-
-
-def read_grey(path: str | Path) -> np.ndarray:
-    """Read an image file as the reference evaluator's ``image_read_cv2(path, 'GRAY')`` does:
-    ``cv2.imread`` (8-bit, 3 channels), float32, ``COLOR_BGR2GRAY``, rounded; returned as float64.
-    Raises ValueError when the file cannot be read as an image."""
-    import cv2
-
-    img = cv2.imread(str(path))
-    if img is None:
-        raise ValueError(f"cannot read {path} as an image")
-    grey = cv2.cvtColor(img.astype(np.float32), cv2.COLOR_BGR2GRAY)
-    return np.round(grey).astype(np.float64)
+__all__ = ["evaluate_folders", "register", "run"]
 
 
 def evaluate_folders(

@@ -1,5 +1,7 @@
 """ROS 2 layer: the fusion and detector nodes and the helpers they share.
 
-Modules here import rclpy and message packages; the ROS-free core is :mod:`mmdrfuse_ros.fusion`.
-``image_conversion`` needs only numpy/OpenCV (and sensor_msgs to build messages).
+``worker`` (the WorkerNode base: lifecycle, parameters, mailbox, worker thread, diagnostics
+policy), ``params`` (parameter tables -> ROS descriptors), ``qos``, ``sync``, ``diagnostics``.
+The parameter tables themselves and their validation are ROS-free, in :mod:`mmdrfuse_ros.settings`;
+numpy <-> message conversion is in :mod:`mmdrfuse_ros.msgs`.
 """

@@ -1,17 +1,19 @@
 """QoS profiles from two parameters (reliability, depth), shared by the nodes.
 
-Inputs default to the sensor-data profile (best effort, small depth: a late camera frame is
-worth less than the next one); outputs default to reliable so that recorders and monitors, which
-usually subscribe reliable, match and receive them.
+The parameter values and their defaults are in :mod:`mmdrfuse_ros.settings.qos`.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-RELIABILITIES = ("best_effort", "reliable")
-INPUT_RELIABILITY, INPUT_DEPTH = "best_effort", 5
-OUTPUT_RELIABILITY, OUTPUT_DEPTH = "reliable", 5
+from mmdrfuse_ros.settings.qos import (  # noqa: F401 (the nodes' and tools' QoS vocabulary)
+    INPUT_DEPTH,
+    INPUT_RELIABILITY,
+    OUTPUT_DEPTH,
+    OUTPUT_RELIABILITY,
+    RELIABILITIES,
+)
 
 
 def make_qos(reliability: str, depth: int) -> Any:

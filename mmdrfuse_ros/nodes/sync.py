@@ -26,15 +26,15 @@ import threading
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from mmdrfuse_ros.settings.fusion import validate_sync_params
 from mmdrfuse_ros.stamps import stamp_to_ns
 
-
-def validate_sync_params(queue_size: int, slop: float) -> None:
-    """ValueError with the reason for parameters the policy cannot work with."""
-    if int(queue_size) < 1:
-        raise ValueError(f"queue_size must be >= 1, got {queue_size}")
-    if not slop > 0:
-        raise ValueError(f"slop must be > 0 seconds, got {slop}")
+__all__ = [
+    "ApproximateTimePolicy",
+    "SyncedSubscriptions",
+    "message_filters_available",
+    "validate_sync_params",
+]
 
 
 class ApproximateTimePolicy:

@@ -22,8 +22,6 @@ from mmdrfuse_ros.training import TrainingInputError
 from mmdrfuse_ros.training.bank import BANK_DTYPES
 from mmdrfuse_ros.training.perceptual import FALLBACK_GAIN, PERCEPTUAL_CHOICES
 
-STAGES = ("teacher", "student", "both")
-
 
 class ConfigError(TrainingInputError):
     """A configuration value or file that cannot be used."""

@@ -1,11 +1,11 @@
 """Training data: aligned IR/visible pairs -> 8-bit luma patches, a held-out split, flips.
 
-A data folder holds two sub-folders of same-named images, ``ir``/``vi`` (RoadScene, our own
-layout), ``infrared``/``visible`` (LLVIP) or ``IR``/``VIS``; names pair by relative path without
+A data folder holds two sub-folders of same-named images in one of the dataset layouts
+(:data:`mmdrfuse_ros.datasets.DATASET_LAYOUTS`); names pair by relative path without
 extension, so ``ir/a.png`` pairs with ``vi/a.jpg`` and LLVIP's ``infrared/train/x.jpg`` with
-``visible/train/x.jpg`` (``subdir='train'`` restricts to one split). Colour goes to BT.601 luma,
-16-bit to 8-bit. Everything is checked before training starts, and every problem is reported
-with what to fix.
+``visible/train/x.jpg`` (``subdir='train'`` restricts to one split). Images are read by
+:func:`mmdrfuse_ros.datasets.read_luma`. Everything is checked before training starts, and
+every problem is reported with what to fix.
 """
 
 from __future__ import annotations
@@ -14,14 +14,22 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
 import torch
 
-from mmdrfuse_ros.fusion.pairs import DATASET_LAYOUTS, IMAGE_EXTENSIONS, find_layout, list_images
-from mmdrfuse_ros.fusion.preprocess import split_visible
-from mmdrfuse_ros.training import TrainingInputError
+from mmdrfuse_ros.datasets import (
+    DATASET_LAYOUTS,
+    DatasetError,
+    Pair,
+    find_layout,
+    find_pairs,
+    read_luma,
+)
+from mmdrfuse_ros.training import TrainingInputError, recorded_path
+from mmdrfuse_ros.training.config import TrainConfig
 
 log = logging.getLogger("mmdrfuse_ros.training")
 
@@ -33,23 +41,12 @@ class DataError(TrainingInputError):
     """A data folder that cannot be trained on; the message says what to fix."""
 
 
-@dataclass(frozen=True)
-class PairFiles:
-    name: str
-    ir: Path
-    vi: Path
+def find_training_pairs(root: str | Path, subdir: str | None = None) -> list[Pair]:
+    """The same-named IR/visible pairs under ``root``; DataError on any mismatch.
 
-
-def _index(folder: Path) -> dict[str, Path]:
-    """Images under ``folder`` (sub-folders too) by relative path; a name twice is an error."""
-    try:
-        return list_images(folder, recursive=True, strict=True)
-    except ValueError as exc:
-        raise DataError(str(exc)) from None
-
-
-def find_pairs(root: str | Path, subdir: str | None = None) -> list[PairFiles]:
-    """List the same-named IR/visible pairs under ``root``; raise DataError on any mismatch."""
+    Sub-folders are searched too, a name twice in one folder (``a.jpg`` + ``a.png``) is refused,
+    and every image needs a partner.
+    """
     root = Path(root)
     if not root.is_dir():
         raise DataError(f"data folder {root} does not exist")
@@ -62,44 +59,28 @@ def find_pairs(root: str | Path, subdir: str | None = None) -> list[PairFiles]:
         ir_dir, vi_dir = ir_dir / subdir, vi_dir / subdir
         if not (ir_dir.is_dir() and vi_dir.is_dir()):
             raise DataError(f"{ir_dir} or {vi_dir} does not exist (subdir={subdir!r})")
-    ir_files, vi_files = _index(ir_dir), _index(vi_dir)
-    if not ir_files and not vi_files:
-        raise DataError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) in {ir_dir} and {vi_dir}")
-    only_ir = sorted(set(ir_files) - set(vi_files))
-    only_vi = sorted(set(vi_files) - set(ir_files))
+    try:
+        listing = find_pairs(ir_dir, vi_dir, recursive=True, strict=True)
+    except DatasetError as exc:
+        raise DataError(str(exc)) from None
+    only_ir, only_vi = listing.only_ir, listing.only_vis
     if only_ir or only_vi:
         raise DataError(
             f"{root}: unpaired images: {len(only_ir)} only in {ir_dir.name}/ (e.g. {only_ir[:3]}), "
             f"{len(only_vi)} only in {vi_dir.name}/ (e.g. {only_vi[:3]}); every image needs a "
             "same-named partner"
         )
-    return [PairFiles(k, ir_files[k], vi_files[k]) for k in sorted(ir_files)]
+    return listing.pairs
 
 
-def read_luma(path: Path) -> np.ndarray:
-    """Read an image as 8-bit luma (HxW uint8): colour -> BT.601 Y, 16-bit -> 8-bit."""
-    image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-    if image is None or image.size == 0:
-        raise DataError(f"{path}: cannot be read as an image")
-    if image.ndim == 3 and image.shape[2] == 4:
-        image = image[:, :, :3]
-    if image.ndim == 3 and image.shape[2] == 1:
-        image = image[:, :, 0]
-    if image.dtype == np.uint16:
-        image = (image.astype(np.float32) / 257.0).round().astype(np.uint8)
-    elif image.dtype != np.uint8:
-        raise DataError(f"{path}: unsupported pixel type {image.dtype} (need 8 or 16 bit)")
-    if image.ndim == 2:
-        return image
-    return np.rint(split_visible(image, "bgr").luma * 255.0).astype(np.uint8)
-
-
-def load_pairs(pairs: Sequence[PairFiles], min_size: int = 1
-               ) -> list[tuple[np.ndarray, np.ndarray]]:
+def load_pairs(pairs: Sequence[Pair], min_size: int = 1) -> list[tuple[np.ndarray, np.ndarray]]:
     """Read every pair as luma, checking both images have the same size and are big enough."""
     out = []
     for pair in pairs:
-        ir, vi = read_luma(pair.ir), read_luma(pair.vi)
+        try:
+            ir, vi = read_luma(pair.ir), read_luma(pair.vis)
+        except DatasetError as exc:
+            raise DataError(str(exc)) from None
         if ir.shape != vi.shape:
             raise DataError(
                 f"pair {pair.name!r}: infrared is {ir.shape[1]}x{ir.shape[0]} but visible is "
@@ -196,6 +177,45 @@ def epoch_plan(n: int, batch_size: int, epoch: int, seed: int, flips: bool
     else:
         hflip = vflip = np.zeros(len(order), dtype=bool)
     return order, hflip, vflip
+
+
+@dataclass
+class PreparedData:
+    """Everything a stage trains and validates on, checked, plus what the metadata records."""
+
+    patches: PatchSet
+    val_images: list[tuple[np.ndarray, np.ndarray]]
+    train_names: list[str]
+    val_names: list[str]
+    info: dict[str, Any]
+
+
+def prepare_data(data_dir: str | Path, cfg: TrainConfig) -> PreparedData:
+    """Find, read, check and cut the data; every problem raises DataError before training."""
+    d = cfg.data
+    pairs = find_training_pairs(data_dir, d.subdir)
+    train_names, val_names = split_names([p.name for p in pairs], d.val_fraction)
+    by_name = {p.name: p for p in pairs}
+    train_images = load_pairs([by_name[n] for n in train_names], min_size=d.patch_size)
+    val_images = load_pairs([by_name[n] for n in val_names], min_size=8)
+    if cfg.run.val_max_images:
+        val_images = val_images[: cfg.run.val_max_images]
+        val_names = val_names[: cfg.run.val_max_images]
+    patches = PatchSet(train_images, d.patch_size, d.stride, d.max_patches)
+    info = {
+        "name": d.name or Path(data_dir).resolve().name,
+        "path": recorded_path(data_dir),
+        "pairs": len(pairs),
+        "train_pairs": len(train_names),
+        "val_pairs": len(val_names),
+        "val_names": val_names,
+        "patches": len(patches),
+        "patch_size": d.patch_size,
+        "stride": d.stride,
+        "flips": d.flips,
+        "subdir": d.subdir,
+    }
+    return PreparedData(patches, val_images, train_names, val_names, info)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from mmdrfuse_ros.fusion.model import StudentNet, load_checkpoint, save_checkpoint
+from mmdrfuse_ros.training import recorded_path
 
 log = logging.getLogger("mmdrfuse_ros.training")
 
@@ -78,6 +79,8 @@ def install_default(source: str | Path, destination: str | Path | None = None,
     data = dict(meta.pop("data", {}))
     if data_name:
         data["name"] = data_name
+    if data.get("path"):
+        data["path"] = recorded_path(data["path"])
     meta.pop("parameters", None)
     return export_student(destination or default_weights_path(), ckpt.build(),
                           training=meta.pop("training"), data=data,
@@ -89,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
     import sys
 
     p = argparse.ArgumentParser(description="Export a trained student: package default or ONNX.")
-    p.add_argument("student", type=Path, help="student.pt written by training/train.py")
+    p.add_argument("student", type=Path, help="student.pt written by mmdrfuse train")
     p.add_argument("--install", action="store_true", help="make it the package's default weights")
     p.add_argument("--data-name", help="data set name/citation to record in the metadata")
     p.add_argument("--onnx", type=Path, help="also write an ONNX file here")

@@ -152,6 +152,15 @@ def _per_sample_mse(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return (a - b).pow(2).flatten(1).mean(dim=1)
 
 
+def _with_features(pixel_term: torch.Tensor, fused_feats: Sequence[torch.Tensor],
+                   history_feats: Sequence[torch.Tensor]) -> torch.Tensor:
+    """``pixel_term`` plus the mean per-sample feature MSE (nothing to add without features)."""
+    if not fused_feats:
+        return pixel_term
+    pairs = zip(fused_feats, history_feats, strict=True)
+    return torch.stack([_per_sample_mse(f, h) for f, h in pairs]).mean(0) + pixel_term
+
+
 def memory_ssim_terms(
     fused: torch.Tensor,
     history: torch.Tensor,
@@ -160,11 +169,7 @@ def memory_ssim_terms(
 ) -> torch.Tensor:
     """Per-sample SSIM-memory penalty: mean deep-feature MSE to the history + L1 to it."""
     l1 = (fused - history).abs().flatten(1).mean(dim=1)
-    if not fused_deep:
-        return l1
-    pairs = zip(fused_deep, history_deep, strict=True)
-    feat = torch.stack([_per_sample_mse(f, h) for f, h in pairs]).mean(0)
-    return feat + l1
+    return _with_features(l1, fused_deep, history_deep)
 
 
 def memory_gmsd_terms(
@@ -175,12 +180,7 @@ def memory_gmsd_terms(
 ) -> torch.Tensor:
     """Per-sample GMSD-memory penalty: mean shallow-feature MSE + Laplacian MSE to the history."""
     lap = _per_sample_mse(laplacian(fused), laplacian(history))
-    if not fused_shallow:
-        return lap
-    feat = torch.stack(
-        [_per_sample_mse(f, h) for f, h in zip(fused_shallow, history_shallow, strict=True)]
-    ).mean(0)
-    return feat + lap
+    return _with_features(lap, fused_shallow, history_shallow)
 
 
 def weighted_memory(per_sample: torch.Tensor, gaps: torch.Tensor, batch_size: int) -> torch.Tensor:

@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from mmdrfuse_ros.fusion.model import CheckpointError, _torch_load
-from mmdrfuse_ros.training import TrainingInputError
+from mmdrfuse_ros.training import TrainingInputError, recorded_path
 
 TEACHER_FORMAT = "mmdrfuse_ros.teacher"
 BUFFER_CHANNELS = 4
@@ -135,7 +135,7 @@ def load_teacher(path: str | Path) -> tuple[TeacherNet, dict[str, Any]]:
         raw = _torch_load(Path(path), f"teacher {origin}")
     except CheckpointError as exc:
         raise TeacherError(str(exc)) from None
-    meta: dict[str, Any] = {"source": origin}
+    meta: dict[str, Any] = {"source": recorded_path(path)}
     if isinstance(raw, Mapping) and raw.get("format") == TEACHER_FORMAT:
         meta.update(raw.get("meta") or {})
         raw = raw.get("state_dict")

@@ -1,0 +1,218 @@
+"""``mmdrfuse train`` (teacher + distilled student) and ``mmdrfuse train-report`` (score models).
+
+``training/train.py`` runs the same :func:`main` (``torchrun`` needs a script path). Settings
+resolve as: built-in defaults (= the published recipe, preset ``paper``) < ``--preset`` <
+``--config`` YAML < the flags < ``--set section.key=value``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from mmdrfuse_ros.training import STAGES, TrainingInputError
+
+if TYPE_CHECKING:
+    from mmdrfuse_ros.training.config import TrainConfig
+
+PRESET_DIR = Path(__file__).resolve().parent / "presets"
+
+#: exit codes: 0 done, 2 bad input (nothing trained), 130 interrupted (resume with --resume).
+EXIT_OK, EXIT_INPUT, EXIT_INTERRUPTED = 0, 2, 130
+
+TRAIN_DESCRIPTION = """\
+Train the MMDRFuse teacher and distil the 113-parameter student (see training/README.md).
+
+    mmdrfuse train --data ../shared/data/roadscene --out runs/cpu --preset cpu
+    torchrun --nproc_per_node 4 training/train.py --data LLVIP --subdir train --out runs/paper \\
+        --preset paper --vgg-weights vgg19.pth
+
+Settings resolve as: built-in defaults (= the published recipe, preset ``paper``) < ``--preset``
+< ``--config`` YAML < the flags below < ``--set section.key=value``. ``--print-config`` shows the
+result. Exit codes: 0 done, 2 bad input (nothing trained), 130 interrupted (resume with
+``--resume``).
+"""
+
+#: flag -> config key, for the settings people change most; everything else via --set.
+FLAG_KEYS = {
+    "patch_size": "data.patch_size",
+    "stride": "data.stride",
+    "val_fraction": "data.val_fraction",
+    "flips": "data.flips",
+    "subdir": "data.subdir",
+    "max_patches": "data.max_patches",
+    "teacher_width": "teacher.width",
+    "teacher_epochs": "teacher.epochs",
+    "student_epochs": "student.epochs",
+    "batch_size": ("teacher.batch_size", "student.batch_size"),
+    "lr": ("teacher.lr", "student.lr"),
+    "perceptual": "perceptual.network",
+    "vgg_weights": "perceptual.vgg_weights",
+    "bank_dtype": "bank.dtype",
+    "seed": "run.seed",
+    "device": "run.device",
+    "threads": "run.threads",
+    "checkpoint_every": "run.checkpoint_every",
+}
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add ``train`` and ``train-report`` to the ``mmdrfuse`` command."""
+    train = subparsers.add_parser(
+        "train", help="train the teacher and distil the student (training/README.md)",
+        description=TRAIN_DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_train_arguments(train)
+    train.set_defaults(func=run_train)
+    report = subparsers.add_parser(
+        "train-report", help="score checkpoints and the pixel baselines on a run's split",
+        description="Re-score trained models and the pixel average/max baselines on a run's "
+        "held-out split (full images) and write a Markdown table.")
+    add_report_arguments(report)
+    report.set_defaults(func=run_report)
+
+
+def add_train_arguments(p: argparse.ArgumentParser) -> None:
+    """The arguments of ``mmdrfuse train`` (and ``training/train.py``)."""
+    p.add_argument("--data", type=Path, help="folder with ir/ + vi/ (or infrared/ + visible/)")
+    p.add_argument("--out", type=Path, help="run folder (checkpoints, logs, exported student)")
+    p.add_argument("--preset", default="paper",
+                   help="'paper' (published, for a GPU), 'cpu' (~30 min on 2 cores) or a YAML path")
+    p.add_argument("--stage", choices=STAGES, default="both")
+    p.add_argument("--config", type=Path, help="YAML file with the same sections as --print-config")
+    p.add_argument("--teacher", type=Path,
+                   help="use this teacher (ours or the published state dict), do not train one")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out")
+    p.add_argument("--overwrite", action="store_true", help="discard an earlier run in --out")
+    p.add_argument("--print-config", action="store_true", help="print the resolved config, exit")
+    g = p.add_argument_group("common settings (each is a config key, see --print-config)")
+    g.add_argument("--patch-size", type=int)
+    g.add_argument("--stride", type=int)
+    g.add_argument("--val-fraction", type=float)
+    g.add_argument("--flips", action=argparse.BooleanOptionalAction, default=None)
+    g.add_argument("--subdir", help="modality sub-folder, e.g. 'train' for LLVIP")
+    g.add_argument("--max-patches", type=int)
+    g.add_argument("--teacher-width", type=float, help="1.0 = the published 557k teacher")
+    g.add_argument("--teacher-epochs", type=int)
+    g.add_argument("--student-epochs", type=int)
+    g.add_argument("--batch-size", type=int, help="per process, both stages")
+    g.add_argument("--lr", type=float, help="both stages")
+    g.add_argument("--perceptual", choices=("auto", "vgg19", "fallback", "none"))
+    g.add_argument("--vgg-weights", help="local torchvision vgg19 state dict (nothing downloads)")
+    g.add_argument("--bank-dtype", choices=("float16", "uint8"))
+    g.add_argument("--seed", type=int)
+    g.add_argument("--device", help="auto, cpu, cuda or cuda:N")
+    g.add_argument("--threads", type=int, help="torch CPU threads")
+    g.add_argument("--checkpoint-every", type=int, help="also checkpoint every N steps")
+    g.add_argument("--no-distill", action="store_true",
+                   help="ablation: no teacher at all (w_distill=0, conv2 not from the teacher)")
+    g.add_argument("--no-refresh", action="store_true", help="ablation: no dynamic refresh")
+    g.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="any config key, e.g. --set student.w_distill=2 (repeatable)")
+
+
+def resolve_config(args: argparse.Namespace) -> TrainConfig:
+    """Defaults < preset < --config < flags < --set, validated; ConfigError says what is wrong."""
+    import yaml
+
+    from mmdrfuse_ros.training.config import ConfigError, TrainConfig, load_yaml, merge, set_dotted
+
+    cfg = TrainConfig()
+    preset = Path(args.preset) if args.preset.endswith((".yaml", ".yml")) else (
+        PRESET_DIR / f"{args.preset}.yaml")
+    if not preset.is_file():
+        names = sorted(p.stem for p in PRESET_DIR.glob("*.yaml"))
+        raise ConfigError(f"preset {args.preset!r} not found (available: {names} or a YAML path)")
+    merge(cfg, load_yaml(preset))
+    if args.config:
+        merge(cfg, load_yaml(args.config))
+    for attr, keys in FLAG_KEYS.items():
+        value = getattr(args, attr)
+        if value is not None:
+            for key in (keys if isinstance(keys, tuple) else (keys,)):
+                set_dotted(cfg, key, value)
+    if args.no_distill:
+        set_dotted(cfg, "student.w_distill", 0.0)
+        set_dotted(cfg, "student.init_conv2_from_teacher", False)
+    if args.no_refresh:
+        set_dotted(cfg, "teacher.refresh", False)
+        set_dotted(cfg, "student.refresh", False)
+    for item in args.set:
+        key, sep, raw = item.partition("=")
+        if not sep:
+            raise ConfigError(f"--set {item!r}: expected KEY=VALUE")
+        set_dotted(cfg, key.strip(), yaml.safe_load(raw))
+    return cfg.validate()
+
+
+def run_train(args: argparse.Namespace) -> int:
+    """Entry point of ``mmdrfuse train``; returns the exit code."""
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
+    from mmdrfuse_ros.training.config import ConfigError, dump_yaml
+    from mmdrfuse_ros.training.stage import TrainingInterrupted
+    from mmdrfuse_ros.training.trainer import train
+
+    try:
+        cfg = resolve_config(args)
+        if args.print_config:
+            print(dump_yaml(cfg), end="")
+            return EXIT_OK
+        if args.data is None or args.out is None:
+            raise ConfigError("--data and --out are required (see --help)")
+        summary = train(cfg, args.data, args.out, args.stage, args.teacher, args.resume,
+                        args.overwrite)
+    except TrainingInterrupted as exc:
+        print(f"interrupted: {exc}", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except TrainingInputError as exc:  # config, data, teacher or VGG weights: nothing trained
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_INPUT
+    student = summary.get("student")
+    if student:
+        print(f"student: {student['checkpoint']} (metadata {student['metadata']})")
+    return EXIT_OK
+
+
+def main(argv: list[str] | None = None, prog: str = "mmdrfuse train") -> int:
+    """``mmdrfuse train`` as a function (what ``training/train.py`` runs)."""
+    parser = argparse.ArgumentParser(prog=prog, description=TRAIN_DESCRIPTION,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_train_arguments(parser)
+    return run_train(parser.parse_args(argv))
+
+
+def add_report_arguments(p: argparse.ArgumentParser) -> None:
+    """The arguments of ``mmdrfuse train-report``."""
+    p.add_argument("--data", type=Path, required=True)
+    p.add_argument("--split", type=Path, required=True, help="split.json written by a run")
+    p.add_argument("--model", action="append", default=[], metavar="LABEL=PATH")
+    p.add_argument("--out", type=Path, help="write the Markdown table here (default: stdout)")
+    p.add_argument("--json", type=Path, help="also write all numbers as JSON")
+
+
+def run_report(args: argparse.Namespace) -> int:
+    """Entry point of ``mmdrfuse train-report``; returns the exit code."""
+    import json
+
+    from mmdrfuse_ros.training.report import markdown, score
+
+    models = []
+    for item in args.model:
+        label, sep, path = item.partition("=")
+        if not sep:
+            print(f"error: --model {item!r}: expected LABEL=PATH", file=sys.stderr)
+            return EXIT_INPUT
+        models.append((label, Path(path)))
+    rows = score(args.data, args.split, models)
+    n_val = len(json.loads(args.split.read_text())["val"])
+    text = markdown(rows, n_val)
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(text)
+    else:
+        print(text, end="")
+    if args.json:
+        args.json.write_text(json.dumps(rows, indent=1))
+    return EXIT_OK
