@@ -1,8 +1,10 @@
 """Pedestrians with OpenCV's built-in HOG + linear SVM people detector (Dalal & Triggs 2005).
 
-It needs no model file, which is why it is the default: it works on a fresh install with no
-download. Its 64x128 window finds upright people about 100 px tall or more; ``max_width``
-downscales large frames first for speed, at the cost of the smallest people.
+It needs no model file, which is why it is the fallback when no YOLOX model is found: it works on
+a fresh install with no download, but it misses far more people than YOLOX-Nano on real frames
+(docs/DETECTIONS.md has both measured on LLVIP). Its 64x128 window finds upright people about
+100 px tall or more; ``max_width`` downscales large frames first for speed, at the cost of the
+smallest people.
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ WINDOW_MARGIN = (0.19, 0.09)  # fraction of the box width / height on each side
 
 class HogPeopleDetector:
     name = "hog"
+    #: why ``backend: auto`` chose HOG (no YOLOX model found), or None when HOG was asked for.
+    fallback_reason: str | None = None
 
     def __init__(
         self,
