@@ -25,7 +25,25 @@ $(STAMP): requirements.txt requirements-dev.txt setup.py package.xml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/python -m mmdrfuse_ros.bag.demo --out $(OUT)
+	$(BIN)/mmdrfuse demo --out $(OUT)
+
+# Real data: the 30 labelled LLVIP night pairs of ../shared (when present) -> bag with their
+# person boxes -> replay through both nodes with YOLOX-Nano -> $(OUT)/llvip_report.
+# LLVIP thermal is 8-bit and already display-scaled: thermal_norm=auto uses it as is (the same
+# fusion as `mmdrfuse detect`); a low score threshold lets AP see the whole precision curve.
+LLVIP       ?= ../shared/data/llvip/labelled
+LLVIP_MODEL ?= ../shared/models/yolox_nano/yolox_nano.onnx
+.PHONY: demo-llvip
+demo-llvip: $(STAMP)
+	@test -d $(LLVIP)/ir || { echo "demo-llvip: no LLVIP pairs at $(LLVIP) (set LLVIP=...)"; exit 1; }
+	@test -f $(LLVIP_MODEL) || { echo "demo-llvip: no YOLOX model at $(LLVIP_MODEL) (set LLVIP_MODEL=..., or get one: mmdrfuse models fetch, then LLVIP_MODEL=\$$($(BIN)/mmdrfuse models path))"; exit 1; }
+	rm -rf $(OUT)/llvip_bag
+	$(BIN)/mmdrfuse bag from-folders --ir $(LLVIP)/ir --vis $(LLVIP)/vi \
+		--annotations $(LLVIP)/annotations --out $(OUT)/llvip_bag --rate 2 --no-progress
+	$(BIN)/mmdrfuse replay $(OUT)/llvip_bag --report $(OUT)/llvip_report --no-progress \
+		--fusion-param thermal_norm=auto \
+		--detector-param backend=onnx --detector-param model_path=$(abspath $(LLVIP_MODEL)) \
+		--detector-param score_threshold=0.05
 
 test: $(STAMP)
 	$(BIN)/ruff check .
@@ -53,7 +71,7 @@ bench-replay: $(STAMP)
 
 # Retrain the shipped student on RoadScene (about 12 minutes on 2 cores).
 train-cpu: $(STAMP)
-	$(BIN)/python training/train.py --data ../shared/data/roadscene --out runs/cpu --preset cpu --threads 1
+	$(BIN)/mmdrfuse train --data ../shared/data/roadscene --out runs/cpu --preset cpu --threads 1
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

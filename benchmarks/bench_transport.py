@@ -32,10 +32,10 @@ import time
 from pathlib import Path
 
 from mmdrfuse_ros.stamps import stamp_to_ns
+from mmdrfuse_ros.transport import DEFAULT_PROFILE_NAME, PROFILE_VARIABLES, profile_environment
 
 ROOT = Path(__file__).resolve().parent.parent
-PROFILE = ROOT / "config" / "fastdds_large_data.xml"
-PROFILE_ENV = ("FASTDDS_DEFAULT_PROFILES_FILE", "FASTRTPS_DEFAULT_PROFILES_FILE")
+PROFILE = ROOT / "config" / DEFAULT_PROFILE_NAME
 IN_TOPIC, OUT_TOPIC = "bench/in", "bench/out"
 
 
@@ -122,11 +122,10 @@ def run_config(name: str, profile_path: str | None, domain: int, args: argparse.
     env = dict(os.environ)
     env.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
     env["ROS_DOMAIN_ID"] = str(domain)
-    for var in PROFILE_ENV:
+    for var in PROFILE_VARIABLES:  # only the profile of this configuration
         env.pop(var, None)
     if profile_path:
-        for var in PROFILE_ENV:
-            env[var] = profile_path
+        env.update(profile_environment(profile_path, env))
     common = [
         sys.executable, __file__, "--depth", str(args.depth), "--reliability", args.reliability,
         "--width", str(args.width), "--height", str(args.height),

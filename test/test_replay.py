@@ -18,10 +18,11 @@ import pytest
 from test_bag import corrupt_middle_chunk  # a sibling test module (rootdir on sys.path)
 
 from mmdrfuse_ros.bag import io
-from mmdrfuse_ros.bag.replay import ReplayOptions, homography_argument, plan_bag, run_replay
-from mmdrfuse_ros.bag.report import SampleFrame, terminal_summary, write_report
 from mmdrfuse_ros.bag.synth import SynthConfig, write_synthetic_bag
 from mmdrfuse_ros.cli import main as cli_main
+from mmdrfuse_ros.replay.plan import ReplayOptions, homography_argument, plan_bag
+from mmdrfuse_ros.replay.report import SampleFrame, terminal_summary, write_report
+from mmdrfuse_ros.replay.run import run_replay
 
 # small enough to be quick, big enough for several mcap chunks; 15/9 Hz leaves RGB frames
 # without a thermal partner, so "unmatched" is exercised
@@ -133,8 +134,7 @@ def test_replay_loop_keeps_time_running_forward(tiny_bag: Path, tmp_path: Path) 
 @pytest.mark.slow
 def test_replay_external_node_measured_through_diagnostics(tiny_bag: Path, tmp_path) -> None:
     """--external: a fusion node in another process; counts come from its /diagnostics."""
-    with io.BagReader(tiny_bag) as reader:
-        h = io.homography_from_calibration(io.read_calibration(reader))
+    h = plan_bag(_options(tiny_bag, tmp_path / "r")).homography  # the bag's calibration
     args = [sys.executable, "-m", "mmdrfuse_ros.nodes.fusion_node", "--ros-args",
             "-p", "use_sim_time:=true",
             "-p", "homography:=" + homography_argument(h).replace(" ", "")]  # fmt: skip

@@ -1,6 +1,7 @@
 """The demo: make the synthetic bag, replay it through fusion and detection, show the report.
 
-``python -m mmdrfuse_ros.bag.demo --out out`` (what ``make demo`` runs) is the same as::
+``mmdrfuse demo --out out`` (what ``make demo`` runs; also ``python -m mmdrfuse_ros.replay.demo``)
+is the same as::
 
     mmdrfuse bag synth --out out/demo_bag          # skipped when out/demo_bag is already there
     mmdrfuse replay out/demo_bag --report out/report
@@ -15,15 +16,19 @@ import argparse
 import sys
 from pathlib import Path
 
-from mmdrfuse_ros.cli import main as mmdrfuse
+SUMMARY = __doc__.split("\n")[0]
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="mmdrfuse-demo", description=__doc__.split("\n")[0])
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, default=Path("out"), help="output folder (out)")
     parser.add_argument("--duration", type=float, default=10.0, help="bag seconds (10)")
-    parser.add_argument("--no-progress", action="store_true")
-    args = parser.parse_args(argv)
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Both steps through the ``mmdrfuse`` front door, so they behave exactly as typed."""
+    from mmdrfuse_ros.cli import main as mmdrfuse
+
     bag, report = args.out / "demo_bag", args.out / "report"
     quiet = ["--no-progress"] if args.no_progress else []
     if (bag / "metadata.yaml").is_file():
@@ -36,6 +41,12 @@ def main(argv: list[str] | None = None) -> int:
     code = mmdrfuse(["replay", str(bag), "--report", str(report), *quiet])
     print(f"\ndemo report: {report / 'report.html'} (also report.md, report.json, *.png)")
     return code
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="mmdrfuse-demo", description=SUMMARY)
+    add_arguments(parser)
+    return run(parser.parse_args(argv))
 
 
 if __name__ == "__main__":

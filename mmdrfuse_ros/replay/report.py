@@ -1,9 +1,10 @@
-"""Write a replay's report: report.json, report.md, report.html (pictures inline) and PNG plots.
+"""Render a replay's report: report.json, report.md, report.html (pictures inline), PNG plots.
 
-Fed by plain data only: a JSON-able ``report`` dict (schema in docs/REPLAY.md) and a list of
-:class:`SampleFrame` for the picture grid, so it can be tested, and re-run on a saved
-report.json, without ROS. Every writer tolerates missing sections: a replay that failed half way
-still gets a report of what it measured, with the error at the top.
+Fed by plain data only: the JSON form of the report (a
+:class:`~mmdrfuse_ros.replay.sections.ReplayReport` or a mapping read from report.json; schema in
+docs/REPLAY.md) and a list of :class:`SampleFrame` for the picture grid, so it can be tested,
+and re-run on a saved report.json, without ROS. Every writer tolerates missing sections: a
+replay that failed half way still gets a report of what it measured, with the error at the top.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import base64
 import html
 import json
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,14 +21,16 @@ from typing import Any
 import cv2
 import numpy as np
 
+from mmdrfuse_ros.metrics import VALIDATION_METRICS
+
+#: a report in its JSON form.
+Report = Mapping[str, Any]
 #: the streams whose latency is reported, in display order, with their labels.
 LATENCY_STREAMS = {
     "fused": "stamp -> fused image",
     "detections": "stamp -> detections",
     "floor": "transport floor (pass-through)",
 }
-#: fusion metrics shown in the tables (the issue's list; others stay in the JSON).
-SHOWN_METRICS = ("EN", "SD", "SF", "MI", "SCD", "VIF", "Qabf", "SSIM")
 MODALITIES = ("fused", "thermal", "visible")
 FILES = {
     "json": "report.json",
@@ -53,24 +56,6 @@ class SampleFrame:
 
 
 # ----------------------------------------------------------------------------- numbers
-def latency_summary(values_s: Iterable[float]) -> dict[str, float | int]:
-    """n, mean, p50, p95, p99, max (milliseconds) of latencies given in seconds."""
-    data = np.asarray([v for v in values_s if v is not None and math.isfinite(v)], np.float64)
-    if data.size == 0:
-        return {"n": 0}
-    ms = data * 1e3
-    p50, p95, p99 = np.percentile(ms, [50, 95, 99])
-    return {
-        "n": int(ms.size),
-        "mean": float(ms.mean()),
-        "p50": float(p50),
-        "p95": float(p95),
-        "p99": float(p99),
-        "max": float(ms.max()),
-        "min": float(ms.min()),
-    }
-
-
 def _fmt(value: Any, digits: int = 1) -> str:
     if value is None:
         return "–"
@@ -97,13 +82,10 @@ class Section:
     image: str | None = None  # file name of a PNG next to the report
 
 
-def _sections(report: dict[str, Any], files: dict[str, str]) -> list[Section]:
-    out: list[Section] = []
-    status = report.get("status", "ok")
-    bag = report.get("bag", {})
-    settings = report.get("settings", {})
+def _summary(report: Report) -> Section:
+    bag, settings = report.get("bag", {}), report.get("settings", {})
     top = Section("Summary")
-    if status != "ok":
+    if report.get("status", "ok") != "ok":
         top.text.append(
             "**The replay did not complete**: "
             + "; ".join(report.get("errors", []) or ["unknown error"])
@@ -119,8 +101,6 @@ def _sections(report: dict[str, Any], files: dict[str, str]) -> list[Section]:
         f", detector {settings.get('detector_backend', 'none')}"
         f"; machine: {report.get('machine', '?')}."
     )  # fmt: skip
-    out.append(top)
-
     playback = report.get("playback", {})
     lag = playback.get("lag_ms", {})
     if lag.get("n"):
@@ -129,101 +109,123 @@ def _sections(report: dict[str, Any], files: dict[str, str]) -> list[Section]:
             f"{_fmt(playback.get('bag_s'), 2)} s of bag; the player published "
             f"{_fmt(lag.get('p50'))} ms late at the median, {_fmt(lag.get('max'))} ms at worst."
         )
+    return top
+
+
+def _counts(report: Report, files: dict[str, str]) -> Section | None:
     counts = report.get("counts", {})
-    if counts:
-        sec = Section("Frames and drops", header=["count", "value"])
-        for key, value in counts.items():
-            if isinstance(value, (int, float)):
-                sec.rows.append([key.replace("_", " "), _fmt(value)])
-        for check in report.get("checks", []):
-            sec.text.append(
-                f"- {'OK' if check.get('ok') else '**MISMATCH**'}: {check.get('name')}"
-                f" ({check.get('detail', '')})"
-            )
-        drops = report.get("drops", {})
-        if drops:
-            sec.text.append(
-                "Drops by cause: "
-                + ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in drops.items())
-                + "."
-            )
-        out.append(sec)
-
-    latency = report.get("latency_ms", {})
-    if latency:
-        sec = Section("Latency (ms)", header=["path", "n", "p50", "p95", "p99", "max"])
-        for key, label in LATENCY_STREAMS.items():
-            s = latency.get(key)
-            if s:
-                sec.rows.append([label, _fmt(s.get("n"))] +
-                                [_fmt(s.get(q)) for q in ("p50", "p95", "p99", "max")])  # fmt: skip
-        note = report.get("latency_note")
-        if note:
-            sec.text.append(note)
-        if "latency_plot" in files:
-            sec.image = files["latency_plot"]
-        out.append(sec)
-
-    throughput = report.get("throughput_hz", {})
-    if throughput or "rate_plot" in files:
-        sec = Section("Throughput (Hz)", header=["stream", "Hz"] if throughput else None)
-        sec.rows = [[k.replace("_", " "), _fmt(v, 2)] for k, v in throughput.items()]
-        if "rate_plot" in files:
-            sec.image = files["rate_plot"]
-        out.append(sec)
-
-    metrics = report.get("fusion_metrics", {})
-    if metrics.get("mean"):
-        names = [m for m in SHOWN_METRICS if m in metrics["mean"]]
-        sec = Section("Fusion quality", header=["frames", *names])
-        sec.rows.append(
-            [f"mean of {metrics.get('frames', '?')}"] + [_fmt(metrics["mean"][m], 3) for m in names]
+    if not counts:
+        return None
+    sec = Section("Frames and drops", header=["count", "value"])
+    for key, value in counts.items():
+        if isinstance(value, (int, float)):
+            sec.rows.append([key.replace("_", " "), _fmt(value)])
+    for check in report.get("checks", []):
+        sec.text.append(
+            f"- {'OK' if check.get('ok') else '**MISMATCH**'}: {check.get('name')}"
+            f" ({check.get('detail', '')})"
         )
-        if metrics.get("note"):
-            sec.text.append(metrics["note"])
-        out.append(sec)
-    elif metrics.get("note"):
-        out.append(Section("Fusion quality", text=[metrics["note"]]))
+    drops = report.get("drops", {})
+    if drops:
+        sec.text.append(
+            "Drops by cause: "
+            + ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in drops.items())
+            + "."
+        )
+    return sec
 
+
+def _latency(report: Report, files: dict[str, str]) -> Section | None:
+    latency = report.get("latency_ms", {})
+    if not latency:
+        return None
+    sec = Section("Latency (ms)", header=["path", "n", "p50", "p95", "p99", "max"])
+    for key, label in LATENCY_STREAMS.items():
+        s = latency.get(key)
+        if s:
+            sec.rows.append([label, _fmt(s.get("n"))] +
+                            [_fmt(s.get(q)) for q in ("p50", "p95", "p99", "max")])  # fmt: skip
+    note = report.get("latency_note")
+    if note:
+        sec.text.append(note)
+    sec.image = files.get("latency_plot")
+    return sec
+
+
+def _throughput(report: Report, files: dict[str, str]) -> Section | None:
+    throughput = report.get("throughput_hz", {})
+    if not throughput and "rate_plot" not in files:
+        return None
+    sec = Section("Throughput (Hz)", header=["stream", "Hz"] if throughput else None)
+    sec.rows = [[k.replace("_", " "), _fmt(v, 2)] for k, v in throughput.items()]
+    sec.image = files.get("rate_plot")
+    return sec
+
+
+def _fusion_quality(report: Report, files: dict[str, str]) -> Section | None:
+    metrics = report.get("fusion_metrics", {})
+    if not metrics.get("mean"):
+        return Section("Fusion quality", text=[metrics["note"]]) if metrics.get("note") else None
+    names = [m for m in VALIDATION_METRICS if m in metrics["mean"]]
+    sec = Section("Fusion quality", header=["frames", *names])
+    sec.rows.append(
+        [f"mean of {metrics.get('frames', '?')}"] + [_fmt(metrics["mean"][m], 3) for m in names]
+    )
+    if metrics.get("note"):
+        sec.text.append(metrics["note"])
+    return sec
+
+
+def _detection(report: Report, files: dict[str, str]) -> Section | None:
     detection = report.get("detection", {})
     results = detection.get("results", {})
-    if results:
-        sec = Section(
-            "Pedestrian detection",
-            header=["input", "AP@0.5", "AP@[.5:.95]", "images", "GT boxes", "detections"],
-        )
-        for modality in MODALITIES:
-            r = results.get(modality)
-            if r is None:
-                continue
-            if "error" in r:
-                sec.rows.append([modality, "–", "–", "–", "–", r["error"]])
-                continue
-            sec.rows.append([
-                modality, _fmt(r.get("AP50"), 3), _fmt(r.get("AP"), 3),
-                _fmt(r.get("num_images")), _fmt(r.get("num_gt")), _fmt(r.get("num_detections")),
-            ])  # fmt: skip
-        if detection.get("note"):
-            sec.text.append(detection["note"])
-        out.append(sec)
-    elif detection.get("note"):
-        out.append(Section("Pedestrian detection", text=[detection["note"]]))
-
-    if "samples" in files:
-        out.append(
-            Section(
-                "Sample frames",
-                text=[
-                    "Columns: thermal (normalised), visible (as recorded), fused, "
-                    "detections on the fused image (green) and ground truth (red)."
-                ],
-                image=files["samples"],
-            )
-        )
-    return out
+    if not results:
+        note = detection.get("note")
+        return Section("Pedestrian detection", text=[note]) if note else None
+    sec = Section(
+        "Pedestrian detection",
+        header=["input", "AP@0.5", "AP@[.5:.95]", "images", "GT boxes", "detections"],
+    )
+    for modality in MODALITIES:
+        r = results.get(modality)
+        if r is None:
+            continue
+        if "error" in r:
+            sec.rows.append([modality, "–", "–", "–", "–", r["error"]])
+            continue
+        sec.rows.append([
+            modality, _fmt(r.get("AP50"), 3), _fmt(r.get("AP"), 3),
+            _fmt(r.get("num_images")), _fmt(r.get("num_gt")), _fmt(r.get("num_detections")),
+        ])  # fmt: skip
+    if detection.get("note"):
+        sec.text.append(detection["note"])
+    return sec
 
 
-def render_markdown(report: dict[str, Any], files: dict[str, str]) -> str:
+def _sample_frames(report: Report, files: dict[str, str]) -> Section | None:
+    if "samples" not in files:
+        return None
+    return Section("Sample frames",
+                   text=["Columns: thermal (normalised), visible (as recorded), fused, "
+                         "detections on the fused image (green) and ground truth (red)."],
+                   image=files["samples"])  # fmt: skip
+
+
+#: the sections after the summary, in display order; each returns None when it has nothing.
+_SECTIONS: tuple[Callable[[Report, dict[str, str]], Section | None], ...] = (
+    _counts, _latency, _throughput, _fusion_quality, _detection, _sample_frames,
+)  # fmt: skip
+
+
+def _sections(report: Report, files: dict[str, str]) -> list[Section]:
+    sections = [_summary(report)]
+    for build in _SECTIONS:
+        if (sec := build(report, files)) is not None:
+            sections.append(sec)
+    return sections
+
+
+def render_markdown(report: Report, files: dict[str, str]) -> str:
     lines = ["# Replay report", ""]
     for sec in _sections(report, files):
         lines += [f"## {sec.title}", ""]
@@ -249,7 +251,7 @@ def _md_inline_to_html(text: str) -> str:
     return "".join(f"<code>{p}</code>" if i % 2 else p for i, p in enumerate(parts))
 
 
-def render_html(report: dict[str, Any], files: dict[str, str], folder: Path) -> str:
+def render_html(report: Report, files: dict[str, str], folder: Path) -> str:
     """One self-contained page: the PNGs are embedded as data URIs."""
     body = ["<h1>Replay report</h1>"]
     for sec in _sections(report, files):
@@ -432,10 +434,11 @@ def _finite(obj: Any) -> Any:
 def write_report(
     folder: str | Path, report: dict[str, Any], samples: Sequence[SampleFrame] = ()
 ) -> dict[str, str]:
-    """Write every file of the report into ``folder``; returns {kind: path}.
+    """Write every file of the report (its JSON form) into ``folder``; returns {kind: path}.
 
-    A plot that fails (e.g. matplotlib missing) is noted in the report and skipped; the JSON and
-    Markdown are always written.
+    ``report`` gets the written file names under "files". A plot that fails (e.g. matplotlib
+    missing) is noted under "report_warnings" and skipped; the JSON and Markdown are always
+    written.
     """
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
@@ -475,7 +478,7 @@ def _write_grid(samples: Sequence[SampleFrame], path: Path) -> bool:
     return True
 
 
-def terminal_summary(report: dict[str, Any], folder: str | Path | None = None) -> str:
+def terminal_summary(report: Report, folder: str | Path | None = None) -> str:
     """A few lines for the end of a run."""
     lines = []
     status = report.get("status", "ok")
@@ -512,7 +515,7 @@ def terminal_summary(report: dict[str, Any], folder: str | Path | None = None) -
     if mean:
         lines.append(
             "fusion metrics (mean): "
-            + ", ".join(f"{m} {mean[m]:.3f}" for m in SHOWN_METRICS if m in mean)
+            + ", ".join(f"{m} {mean[m]:.3f}" for m in VALIDATION_METRICS if m in mean)
         )
     failed = [ch["name"] for ch in report.get("checks", []) if not ch.get("ok")]
     if failed:
