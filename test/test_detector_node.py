@@ -9,7 +9,9 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 
@@ -60,6 +62,7 @@ class Harness:
 
     def __init__(self, context, **params):
         Harness.count += 1
+        params.setdefault("backend", "hog")  # these tests are about HOG on a synthetic frame
         overrides = [Parameter(k, value=v) for k, v in params.items()]
         self.node = DetectorNode(context=context, parameter_overrides=overrides)
         self.helper = rclpy.create_node(f"detector_test_helper_{Harness.count}", context=context)
@@ -205,7 +208,7 @@ def test_not_autostarted_node_waits_unconfigured(context):
 
 
 def test_parameters_are_validated(context, tmp_path):
-    node = DetectorNode(context=context)
+    node = DetectorNode(context=context, parameter_overrides=[Parameter("backend", value="hog")])
     try:
         def refused(name, value):
             return not node.set_parameters([Parameter(name, value=value)])[0].successful
@@ -224,3 +227,73 @@ def test_parameters_are_validated(context, tmp_path):
         node.destroy_node()
     with pytest.raises(Exception, match="backend"):
         DetectorNode(context=context, parameter_overrides=[Parameter("backend", value="ssd")])
+
+
+# --- YOLOX: the detector users get, and its HOG fallback --------------------------------------
+
+SHARED = Path(__file__).resolve().parent.parent.parent / "shared"
+YOLOX_MODEL = SHARED / "models" / "yolox_nano" / "yolox_nano.onnx"
+LLVIP = SHARED / "data" / "llvip" / "labelled"
+
+
+@pytest.fixture
+def no_model(tmp_path, monkeypatch):
+    """No YOLOX model anywhere: an empty cache, no $MMDRFUSE_MODEL_DIR."""
+    monkeypatch.setenv("MMDRFUSE_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.delenv("MMDRFUSE_MODEL_DIR", raising=False)
+
+
+@pytest.fixture
+def llvip_frame() -> tuple[np.ndarray, list[list[float]]]:
+    """LLVIP 010001: a real 1280x1024 night street (visible camera) and its person boxes."""
+    from mmdrfuse_ros.datasets import parse_voc
+
+    image_path, boxes_path = LLVIP / "vi" / "010001.jpg", LLVIP / "annotations" / "010001.xml"
+    if not YOLOX_MODEL.is_file() or not image_path.is_file() or not boxes_path.is_file():
+        pytest.skip(f"the shared YOLOX model ({YOLOX_MODEL}) or LLVIP frame ({image_path}) is "
+                    "absent (only in the project's dev setup)")
+    image = cv2.imread(str(image_path), cv2.IMREAD_COLOR)
+    return image, parse_voc(boxes_path)[0]
+
+
+def test_yolox_over_dds_finds_the_people_of_a_real_llvip_frame(harness, llvip_frame, no_model):
+    image, truth = llvip_frame
+    h = harness(backend="auto", model_path=str(YOLOX_MODEL))
+    stats = h.node.stats()
+    assert (stats["detector"], stats["detector_fallback"]) == ("yolox", "")
+    assert h.node._built._session.get_session_options().intra_op_num_threads == 1
+    h.send(image, sec=11)
+    assert wait_until(lambda: len(h.received) >= 1, timeout=30)
+    stamp_ns, _, detections = msg_to_detections(h.received[0])
+    assert stamp_ns == 11_000_000_500 and detections
+    assert {d.label for d in detections} == {"person"}
+    ap = average_precision([[d.as_row() for d in detections]], [truth])["AP50"]
+    assert ap > 0.5, f"YOLOX AP@0.5 on LLVIP 010001 is {ap:.2f} ({len(truth)} people)"
+    assert h.node._collect_diagnostics().level == 0  # OK: the detector asked for runs
+
+
+def test_auto_discovers_the_model_in_the_model_dir(context, llvip_frame, no_model, monkeypatch):
+    monkeypatch.setenv("MMDRFUSE_MODEL_DIR", str(YOLOX_MODEL.parent))
+    node = DetectorNode(context=context)  # the defaults: backend auto, model_path ''
+    try:
+        stats = node.stats()
+        assert stats["backend"] == "auto" and stats["detector"] == "yolox"
+        assert stats["model_path"] == str(YOLOX_MODEL) and stats["detector_fallback"] == ""
+    finally:
+        node.destroy_node()
+
+
+def test_without_a_model_auto_falls_back_to_hog_loudly(harness, people, no_model, capfd):
+    image, _ = people
+    h = harness(backend="auto")
+    stats = h.node.stats()
+    assert stats["detector"] == "hog" and "mmdrfuse models fetch" in stats["detector_fallback"]
+    assert "DETECTOR FALLBACK" in capfd.readouterr().err  # logged at start
+    h.send(image, sec=1)
+    assert wait_until(lambda: len(h.received) == 1)  # HOG still detects
+    assert wait_until(lambda: any(
+        s.level[0] == 1 and "mmdrfuse models fetch" in s.message
+        for d in h.diagnostics for s in d.status if s.name == "detector_node: detector"
+    )), "no /diagnostics WARN naming the fetch command"
+    last = [s for d in h.diagnostics for s in d.status if s.name == "detector_node: detector"][-1]
+    assert status_values(last)["detector_fallback"] == stats["detector_fallback"]

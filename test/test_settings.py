@@ -157,11 +157,11 @@ def test_table_checks_choices_and_ranges():
     assert "one of" in check_table(DETECTOR_PARAMS, {"onnx_layout": "v11"})
 
 
-def test_detector_defaults_build_hog_and_bad_values_are_refused(tmp_path):
+def test_detector_defaults_build_auto_and_bad_values_are_refused(tmp_path):
     values = defaults(DETECTOR_PARAMS)
     assert check_detector_values(values) is None
     backend, kwargs = detector_kwargs(values)
-    assert backend == "hog" and "model_path" not in kwargs
+    assert backend == "auto" and kwargs["model_path"] == ""
     for name, value, reason in [
         ("backend", "ssd", "backend must be one of"),
         ("backend", "onnx", "model_path"),

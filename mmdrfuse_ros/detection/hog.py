@@ -53,6 +53,8 @@ class HogPeopleDetector:
         bgr = as_bgr8(image)
         h, w = bgr.shape[:2]
         factor = min(1.0, self.max_width / w)
+        if h * factor < 128 or w * factor < 64:
+            return []  # smaller than one detection window
         small = cv2.resize(bgr, (round(w * factor), round(h * factor)),
                            interpolation=cv2.INTER_AREA) if factor < 1.0 else bgr
         if small.shape[0] < 128 or small.shape[1] < 64:

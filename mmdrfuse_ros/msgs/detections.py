@@ -68,7 +68,7 @@ def detections_to_msg(detections: list[Detection], header: Any) -> Any:
             for d in detections
         ],
     }
-    return String(data=json.dumps(payload))
+    return String(data=json.dumps(payload, allow_nan=False))
 
 
 def msg_to_detections(msg: Any) -> tuple[int, str, list[Detection]]:

@@ -12,7 +12,11 @@ padded rows. The behaviour follows cv_bridge:
 * data in the other byte order (``is_bigendian``) is byte-swapped into native order (a copy);
 * ``desired_encoding='passthrough'`` returns the data as is; otherwise colour/mono encodings are
   converted (channel order via OpenCV, 8 <-> 16 bit scaled by 65535/255 like cv_bridge), and a
-  numeric encoding (``8UC1``...) may only be relabelled to one with the same channel count.
+  numeric encoding (``8UC1``...) may only be relabelled to one with the same channel count;
+  an empty image, or a packed YUV image of odd width, cannot be converted (MalformedImageError).
+
+:func:`image_to_bgr8` goes further than cv_bridge for consumers that need 8-bit BGR whatever
+arrives (the detector): numeric and float images are read as grey/BGR, floats must be in 0..1.
 
 The returned array shares memory with ``msg.data`` when no conversion is needed: keep the message
 alive as long as the array, and copy it before modifying it if the message is used elsewhere.
@@ -37,6 +41,7 @@ __all__ = [
     "encoding_for_array",
     "encoding_info",
     "image_to_array",
+    "image_to_bgr8",
     "is_color_encoding",
 ]
 
@@ -209,16 +214,17 @@ def convert_encoding(image: np.ndarray, src: str, dst: str) -> np.ndarray:
         return image.astype(dst_dtype, copy=False)
     if dst not in _LAYOUT:
         raise UnsupportedEncodingError(f"conversion to [{dst}] is not supported")
+    _check_convertible(image, src)
     # first to the destination's channel layout, at the source depth
     if src.startswith("bayer_") or src in _YUV_TO_BGR:
         code = _BAYER_TO_BGR[src[6:10]] if src.startswith("bayer_") else _YUV_TO_BGR[src]
-        image = cv2.cvtColor(np.ascontiguousarray(image), code)
+        image = _cvt(np.ascontiguousarray(image), code, src, dst)
         layout = "bgr"
     else:
         layout = _LAYOUT[src]
     target = _LAYOUT[dst]
     if layout != target:
-        image = cv2.cvtColor(image, _CVT[(layout, target)])
+        image = _cvt(image, _CVT[(layout, target)], src, dst)
     # then the depth, scaled between the 8- and 16-bit full ranges
     if image.dtype != dst_dtype:
         if image.dtype == np.uint16 and dst_dtype == np.uint8:
@@ -228,6 +234,74 @@ def convert_encoding(image: np.ndarray, src: str, dst: str) -> np.ndarray:
         else:
             image = image.astype(dst_dtype)
     return image
+
+
+def _check_convertible(image: np.ndarray, src: str) -> None:
+    """MalformedImageError for what OpenCV's colour conversion refuses with an assertion."""
+    if image.size == 0:
+        raise MalformedImageError(f"image is empty ({'x'.join(map(str, image.shape))}): "
+                                  f"nothing to convert from [{src}]")
+    if src in _YUV_TO_BGR and image.shape[1] % 2:
+        raise MalformedImageError(f"[{src}] packs two pixels in 4 bytes: the width must be even, "
+                                  f"got {image.shape[1]}")
+
+
+def _cvt(image: np.ndarray, code: int, src: str, dst: str) -> np.ndarray:
+    try:
+        return cv2.cvtColor(image, code)
+    except cv2.error as exc:  # a shape OpenCV cannot convert: say so without its traceback
+        detail = getattr(exc, "err", "") or str(exc).strip().splitlines()[-1]
+        raise MalformedImageError(f"cannot convert a {'x'.join(map(str, image.shape))} [{src}] "
+                                  f"image to [{dst}]: {detail}") from None
+
+
+def image_to_bgr8(msg: Any) -> np.ndarray:
+    """An HxWx3 uint8 BGR array from any image a detector can look at (always a new array or a
+    view that must not be modified).
+
+    Colour and mono encodings convert as in :func:`image_to_array`. Numeric encodings are read
+    by channel count (1: grey, 3: BGR, 4: BGRA) and depth: 8-bit as is, 16-bit scaled like
+    mono16, float (``32FC1``, fusion_node's float output) from 0..1 to 0..255. A float image
+    outside 0..1 or with NaN/inf pixels, and an empty image, are MalformedImageError; signed
+    integer or 2-channel numeric images UnsupportedEncodingError.
+    """
+    encoding = msg.encoding
+    if is_color_encoding(encoding):
+        image = image_to_array(msg, "bgr8")
+        if image.size == 0:
+            raise MalformedImageError(f"image is empty ({msg.width}x{msg.height})")
+        return image
+    image = image_to_array(msg)
+    if image.size == 0:
+        raise MalformedImageError(f"image is empty ({msg.width}x{msg.height})")
+    channels = 1 if image.ndim == 2 else image.shape[2]
+    names = {1: "mono", 3: "bgr", 4: "bgra"}
+    if channels not in names or image.dtype.kind not in "uf":
+        raise UnsupportedEncodingError(
+            f"[{encoding}] cannot be shown as BGR: expected 1, 3 or 4 channels of 8-bit, 16-bit "
+            "unsigned or float data"
+        )
+    if image.dtype.kind == "f":
+        image = _unit_float_to_uint8(image, encoding)
+    depth = "16" if image.dtype == np.uint16 else "8"
+    return convert_encoding(image, f"{names[channels]}{depth}", "bgr8")
+
+
+#: how far outside 0..1 a float image may stray (rounding) and still be taken as 0..1
+_UNIT_TOLERANCE = 1e-3
+
+
+def _unit_float_to_uint8(image: np.ndarray, encoding: str) -> np.ndarray:
+    lo, hi = float(image.min()), float(image.max())
+    if lo >= -_UNIT_TOLERANCE and hi <= 1.0 + _UNIT_TOLERANCE:  # False with NaN too
+        return cv2.convertScaleAbs(image, alpha=255.0)  # scale, round, saturate: one pass
+    bad = int(image.size - np.count_nonzero(np.isfinite(image)))
+    if bad:
+        raise MalformedImageError(f"[{encoding}] image has {bad} NaN/inf pixels")
+    raise MalformedImageError(
+        f"a float [{encoding}] image must hold values in 0..1 (as fusion_node's 32FC1 "
+        f"output does), this one spans {lo:g}..{hi:g}: scale it to 0..1 or send mono8/bgr8"
+    )
 
 
 def array_to_image(image: np.ndarray, encoding: str = "passthrough", header: Any = None) -> Any:

@@ -9,14 +9,23 @@ The subscription callback only puts the newest image in the one-slot mailbox; th
 detects on it and publishes. An image replaced before the worker took it is counted as a
 ``stale`` drop, so a slow detector (HOG on a big frame) never builds up latency.
 
-Output: ``detections`` (vision_msgs/Detection2DArray where installed, else the JSON fallback of
+The detector users get is ``backend: auto``: YOLOX when a model is found (``model_path``, else
+``$MMDRFUSE_MODEL_DIR``, else the user cache), otherwise the HOG fallback, said loudly: a
+warning in the log at every (re)build, ``/diagnostics`` WARN with the reason and the command
+that gets the model, and ``stats()["detector_fallback"]`` (what the replay report shows).
+
+Input: any image a detector can look at (:func:`~mmdrfuse_ros.msgs.images.image_to_bgr8`),
+including the fusion node's float ``32FC1`` output (0..1). Output: ``detections``
+(vision_msgs/Detection2DArray where installed, else the JSON fallback of
 :mod:`mmdrfuse_ros.msgs.detections`) with the image's header unchanged, and optionally an
-annotated ``detections/image``. Detector parameters apply at run time (rebuilt before the next
-image); topic and QoS parameters at the next activation.
+annotated ``detections/image``. Boxes with non-finite coordinates or scores are never
+published. Detector parameters apply at run time (rebuilt before the next image); topic and
+QoS parameters at the next activation.
 """
 
 from __future__ import annotations
 
+import math
 import sys
 import time
 from collections.abc import Collection, Mapping
@@ -26,13 +35,13 @@ from typing import Any
 from sensor_msgs.msg import Image
 
 from mmdrfuse_ros import topics
-from mmdrfuse_ros.detection import Detector, create_detector, draw_detections
+from mmdrfuse_ros.detection import Detection, Detector, draw_detections, resolve_detector
 from mmdrfuse_ros.msgs.detections import detection_message_type, detections_to_msg
 from mmdrfuse_ros.msgs.images import (
     MalformedImageError,
     UnsupportedEncodingError,
     array_to_image,
-    image_to_array,
+    image_to_bgr8,
 )
 from mmdrfuse_ros.nodes.qos import make_qos
 from mmdrfuse_ros.nodes.worker import WorkerNode, run_node
@@ -77,13 +86,35 @@ class DetectorNode(WorkerNode):
 
     def _build(self, values: Mapping[str, Any]) -> Detector:
         backend, kwargs = detector_kwargs(values)
-        return create_detector(backend, **kwargs)
+        detector, fallback = resolve_detector(backend, **kwargs)
+        if fallback:
+            self.get_logger().warning(f"DETECTOR FALLBACK: {fallback}")
+        return detector
 
     def _describe(self, built: Detector) -> str:
-        return built.name
+        model = getattr(built, "model_path", None)
+        if model is None:
+            return built.name + (" (fallback)" if getattr(built, "fallback_reason", None) else "")
+        info = built.describe() if hasattr(built, "describe") else {}
+        return (f"{_kind(built)} {model} (layout {info.get('layout', '?')}, input "
+                f"{info.get('input', '?')}, {info.get('runtime', '?')}, "
+                f"{info.get('intra_op_threads', '?')} threads)")
 
     def _identity(self) -> dict[str, Any]:
-        return {"backend": self.get_parameter("backend").value}
+        """``backend`` as asked; ``detector`` (what runs), its ``model_path`` and
+        ``detector_fallback`` (why auto fell back to HOG; "" otherwise, and while inactive)."""
+        built = self._built
+        return {"backend": self.get_parameter("backend").value,
+                "detector": _kind(built) if built is not None else "",
+                "model_path": str(getattr(built, "model_path", "") or ""),
+                "detector_fallback": getattr(built, "fallback_reason", None) or ""}
+
+    def _warning(self, values: Mapping[str, Any]) -> str | None:
+        return values.get("detector_fallback") or None
+
+    def _input_topics(self) -> dict[str, str]:
+        sub = self._inputs.get("image")
+        return {"images": sub.topic_name} if sub is not None else {}
 
     def _open_outputs(self, values: Mapping[str, Any]) -> None:
         qos = make_qos(values["output_reliability"], values["output_depth"])
@@ -116,12 +147,12 @@ class DetectorNode(WorkerNode):
 
     def _process(self, frame: _Frame, detector: Detector) -> None:
         try:
-            image = image_to_array(frame.msg, "bgr8")
+            image = image_to_bgr8(frame.msg)
         except UnsupportedEncodingError as exc:
             return self._drop("unsupported_encoding", exc)
         except (MalformedImageError, ValueError) as exc:
             return self._drop("malformed_image", exc)
-        detections = detector.detect(image)
+        detections = [d for d in detector.detect(image) if _finite(d)]
         try:
             self._outputs["detections"].publish(detections_to_msg(detections, frame.msg.header))
             image_pub = self._outputs.get("image")
@@ -134,6 +165,15 @@ class DetectorNode(WorkerNode):
         self.counters.inc("detections", len(detections))
         self.rates["processed"].tick()
         self._record_latency(frame.received, frame.msg.header)
+
+
+def _kind(detector: Detector) -> str:
+    """What runs: "yolox", "onnx" (a YOLOv5/YOLOv8 export) or "hog"."""
+    return "yolox" if getattr(detector, "layout", None) == "yolox" else detector.name
+
+
+def _finite(d: Detection) -> bool:
+    return all(math.isfinite(v) for v in (d.x1, d.y1, d.x2, d.y2, d.score))
 
 
 def main(args: list[str] | None = None) -> int:

@@ -49,12 +49,14 @@ class RateMeter:
         self._times: collections.deque[float] = collections.deque()
         self._lock = threading.Lock()
         self._total = 0
+        self._last: float | None = None
 
     def tick(self, now: float | None = None) -> None:
         """Record one event (now, or at ``now`` in the meter's clock)."""
         now = self._clock() if now is None else now
         with self._lock:
             self._times.append(now)
+            self._last = now
             self._total += 1
             self._trim(now)
 
@@ -68,6 +70,19 @@ class RateMeter:
             # measured up to `now`, not the last event, so a stopped stream decays towards 0 Hz
             return (len(self._times) - 1) / max(now - self._times[0], 1e-9)
 
+    def count(self, now: float | None = None) -> int:
+        """Events in the window (the last ``window_s`` seconds)."""
+        now = self._clock() if now is None else now
+        with self._lock:
+            self._trim(now)
+            return len(self._times)
+
+    @property
+    def last(self) -> float | None:
+        """The time of the newest event (the meter's clock), or None before the first."""
+        with self._lock:
+            return self._last
+
     @property
     def total(self) -> int:
         """Events since creation (never trimmed)."""
@@ -78,6 +93,7 @@ class RateMeter:
         with self._lock:
             self._times.clear()
             self._total = 0
+            self._last = None
 
     def _trim(self, now: float) -> None:
         while self._times and self._times[0] < now - self._window:

@@ -2,7 +2,12 @@
 
 :func:`check_detector_values` is the one check of these values, for the node (at start and on
 every change), the replay and the launch checks: the table's choices and ranges, then
-``create_detector`` itself, which refuses what the detector cannot work with.
+``create_detector`` itself, which refuses what the detector cannot work with (a model is
+loaded and run once on a blank frame).
+
+The default backend ``auto`` runs YOLOX when a model is found (``model_path``, else
+``$MMDRFUSE_MODEL_DIR``, else the user cache that ``mmdrfuse models fetch`` fills) and falls
+back to HOG, loudly, when none is.
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ from mmdrfuse_ros.detection.hog import HogPeopleDetector
 from mmdrfuse_ros.detection.yolo_onnx import LAYOUTS, RUNTIMES
 
 from .qos import OUTPUT_DEPTH, RELIABILITIES
-from .spec import Param, check_table
+from .spec import INPUT_TIMEOUT, Param, check_table
 
 _HOG = inspect.signature(HogPeopleDetector).parameters  # HOG defaults live in one place
 
@@ -26,9 +31,12 @@ def _hog_default(name: str) -> Any:
 
 
 DETECTOR_PARAMS: tuple[Param, ...] = (
-    Param("backend", "hog", "detector: hog (OpenCV people detector, no download) or onnx "
-          "(YOLOv5/YOLOv8 ONNX model at model_path)", choices=BACKENDS, live=True),
-    Param("model_path", "", "ONNX model for backend onnx", live=True),
+    Param("backend", "auto", "detector: auto (YOLOX when a model is found, else the HOG "
+          "fallback, with a WARN), yolox (the found YOLOX model, or refuse), onnx (any "
+          "YOLOX/YOLOv5/YOLOv8 export at model_path) or hog (OpenCV people detector: no "
+          "download, far weaker)", choices=BACKENDS, live=True),
+    Param("model_path", "", "ONNX model; '' = discovery for auto/yolox ($MMDRFUSE_MODEL_DIR/"
+          "yolox_nano.onnx, then the user cache filled by `mmdrfuse models fetch`)", live=True),
     Param("score_threshold", _hog_default("score_threshold"), "minimum detection score "
           "(HOG: SVM margin; onnx: class probability)", float_range=(-10.0, 10.0), live=True),
     Param("nms_iou", _hog_default("nms_iou"), "IoU above which the weaker of two boxes is "
@@ -45,6 +53,9 @@ DETECTOR_PARAMS: tuple[Param, ...] = (
     Param("onnx_classes", [0], "class ids to keep (COCO person = 0)", live=True),
     Param("onnx_runtime", "auto", "ONNX runtime: auto (onnxruntime if installed, CUDA first; "
           "else OpenCV DNN), onnxruntime or opencv", choices=RUNTIMES, live=True),
+    Param("intra_op_threads", 1, "onnxruntime threads per inference (0 = all cores); 1 leaves "
+          "the other cores to the fusion node on a small computer", int_range=(0, 256),
+          live=True),
     Param("publish_image", False, "also publish detections/image with the boxes drawn "
           "(on configure)"),
     Param("input_reliability", "reliable", "QoS reliability of the image input (on activate)",
@@ -54,6 +65,7 @@ DETECTOR_PARAMS: tuple[Param, ...] = (
           choices=RELIABILITIES),
     Param("output_depth", OUTPUT_DEPTH, "QoS depth of the outputs (on configure)",
           int_range=(1, 1000)),
+    INPUT_TIMEOUT,
     Param("autostart", True, "configure and activate at start (false: wait for lifecycle "
           "transitions)"),
 )  # fmt: skip
@@ -68,7 +80,8 @@ def detector_kwargs(values: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
            "max_width": values["hog_max_width"]}  # fmt: skip
     classes = tuple(int(c) for c in values["onnx_classes"] or ()) or None
     onnx = {"model_path": values["model_path"], "input_size": values["onnx_input_size"],
-            "layout": values["onnx_layout"], "classes": classes, "runtime": values["onnx_runtime"]}
+            "layout": values["onnx_layout"], "classes": classes, "runtime": values["onnx_runtime"],
+            "intra_op_threads": values["intra_op_threads"]}
     if backend == "hog":
         return backend, {**common, **hog}
     if backend in ("onnx", "yolox"):
@@ -79,8 +92,9 @@ def detector_kwargs(values: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
 def check_detector_values(values: Mapping[str, Any], load_model: bool = False) -> str | None:
     """Why the detector node would refuse these parameter values (a full table), or None.
 
-    ``create_detector`` is the judge: it is called to check. Without ``load_model`` only the
-    calls that read no model file are made (HOG, and an onnx backend without model_path).
+    ``create_detector`` is the judge: it is called to check, and whatever it raises is the
+    reason. Without ``load_model`` only the calls that read no model file are made (HOG, and an
+    onnx backend without model_path).
     """
     if reason := check_table(DETECTOR_PARAMS, values):
         return reason
@@ -92,4 +106,6 @@ def check_detector_values(values: Mapping[str, Any], load_model: bool = False) -
         create_detector(backend, **kwargs)
     except (ValueError, RuntimeError) as exc:
         return str(exc)
+    except Exception as exc:  # a model that breaks its loader: a reason, never a crash
+        return f"{type(exc).__name__}: {exc}"
     return None

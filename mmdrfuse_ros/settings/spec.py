@@ -7,6 +7,7 @@ reads the same tables without importing rclpy.
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -40,6 +41,13 @@ class Param:
             raise ValueError(f"{self.name}: array_type is only for arrays without a default")
 
 
+#: a parameter both nodes' tables hold: how long an input may be silent before /diagnostics warns
+INPUT_TIMEOUT = Param(
+    "input_timeout", 3.0, "seconds without a message on an input before /diagnostics turns "
+    "WARN naming the topic (a dead camera, a wrong remap); 0 = never", float_range=(0.0, 3600.0),
+)
+
+
 def defaults(params: Iterable[Param]) -> dict[str, Any]:
     """``{name: default}`` of a table; arrays without a default are None ("unset")."""
     return {p.name: p.default for p in params}
@@ -47,6 +55,26 @@ def defaults(params: Iterable[Param]) -> dict[str, Any]:
 
 def by_name(params: Iterable[Param]) -> dict[str, Param]:
     return {p.name: p for p in params}
+
+
+def describe_param(spec: Param) -> str:
+    """One parameter for ``--help`` and docs: name, default, limits, whether it applies live
+    (while the node runs), then the description, wrapped."""
+    head = f"  {spec.name} = {'(unset)' if spec.default is None else repr(spec.default)}"
+    if spec.choices:
+        head += f"  [one of: {', '.join(spec.choices)}]"
+    elif bounds := spec.int_range or spec.float_range:
+        head += f"  [{bounds[0]} .. {bounds[1]}]"
+    if spec.live:
+        head += "  (live)"
+    body = textwrap.fill(spec.description, width=96, initial_indent=" " * 6,
+                         subsequent_indent=" " * 6)
+    return f"{head}\n{body}"
+
+
+def format_table(params: Iterable[Param]) -> str:
+    """A parameter table as text, one entry per parameter."""
+    return "\n".join(describe_param(p) for p in params)
 
 
 def check_choice(spec: Param, value: Any) -> str | None:
