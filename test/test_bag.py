@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 from pathlib import Path
@@ -10,8 +11,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+import yaml
 
 from mmdrfuse_ros.bag import io
+from mmdrfuse_ros.bag import params as bag_params
 from mmdrfuse_ros.bag.folders import FolderError, write_folder_bag
 from mmdrfuse_ros.bag.scene import NightScene, SynthConfig
 from mmdrfuse_ros.bag.synth import write_synthetic_bag
@@ -301,12 +304,56 @@ def test_reader_errors_name_the_problem(small_bag: Path, tmp_path: Path) -> None
     (tmp_path / "plain").mkdir()
     with pytest.raises(io.BagError, match=r"no metadata\.yaml"):
         io.BagReader(tmp_path / "plain")
+    os.mkfifo(tmp_path / "pipe.mcap")
+    with pytest.raises(io.BagError, match="not a bag folder or a regular"):
+        io.BagReader(tmp_path / "pipe.mcap")
     truncated = tmp_path / "truncated"
     shutil.copytree(small_bag, truncated)
     mcap = next(truncated.glob("*.mcap"))
-    mcap.write_bytes(mcap.read_bytes()[: mcap.stat().st_size // 2])
-    with pytest.raises(io.BagError, match="cannot open bag"):
+    mcap.write_bytes(mcap.read_bytes()[:200])  # cut before its first message: nothing to play
+    with pytest.raises(io.BagError, match=r"cannot open bag.*no message is readable"):
         io.BagReader(truncated)
+
+
+def _all_messages(bag: Path) -> list[tuple[str, int, bytes]]:
+    with io.BagReader(bag) as reader:
+        return [(topic, log_ns, bytes(raw)) for topic, _, log_ns, raw in reader.messages()]
+
+
+@pytest.mark.parametrize("storage", ["mcap", "sqlite3"])
+@pytest.mark.parametrize("metadata", [True, False], ids=["metadata", "killed-no-metadata"])
+def test_truncated_bag_reads_everything_before_the_break(tmp_path, storage, metadata) -> None:
+    whole = tmp_path / "whole"
+    write_synthetic_bag(whole, SMALL, storage=storage)
+    reference = _all_messages(whole)
+    cut = tmp_path / "cut"
+    shutil.copytree(whole, cut)
+    data_file = next(p for p in cut.iterdir() if p.suffix in (".mcap", ".db3"))
+    data_file.write_bytes(data_file.read_bytes()[: data_file.stat().st_size // 2])
+    if not metadata:  # a killed recorder writes no metadata.yaml
+        (cut / "metadata.yaml").unlink()
+    read = []
+    with io.BagReader(cut) as reader:
+        assert reader.truncated and data_file.name in reader.truncated
+        with pytest.raises(io.BagError, match="corrupt or truncated"):
+            for topic, _, log_ns, raw in reader.messages():
+                read.append((topic, log_ns, bytes(raw)))
+        assert 0 < len(read) == reader.message_count < len(reference)
+        assert sum(t.count for t in reader.topics.values()) == reader.message_count
+        assert reader.start_ns == reference[0][1] and reader.end_ns == read[-1][1] + 1
+    assert read == reference[: len(read)]  # what was recorded before the break, unchanged
+    with io.BagReader(whole) as reader:
+        assert reader.truncated is None
+
+
+def test_bag_info_says_a_bag_is_truncated(small_bag: Path, tmp_path: Path, capsys) -> None:
+    cut = tmp_path / "cut"
+    shutil.copytree(small_bag, cut)
+    mcap = next(cut.glob("*.mcap"))
+    mcap.write_bytes(mcap.read_bytes()[: mcap.stat().st_size * 3 // 4])
+    assert cli_main(["bag", "info", str(cut)]) == 1
+    out = capsys.readouterr().out
+    assert "TRUNCATED" in out and io.RGB_TOPIC in out
 
 
 def corrupt_middle_chunk(bag: Path) -> None:
@@ -346,3 +393,134 @@ def test_json_documents_round_trip() -> None:
     np.testing.assert_array_equal(io.boxes_from_ground_truth(doc), [[1, 2, 3, 4]])
     with pytest.raises(io.BagError, match="x1, y1, x2, y2"):
         io.boxes_from_ground_truth({"boxes": [[1, 2, 3]]})
+    assert io.parse_ground_truth(doc)[0] == 123
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [({"boxes": [["a", 2, 3, 4]]}, "numbers"), ({"boxes": [[1, None, 3, 4]]}, "null"),
+     ({"boxes": "1,2,3,4"}, "numbers|x1, y1"), ({"boxes": {"x": 1}}, "numbers|x1, y1"),
+     ({"boxes": [[1, 2, float("nan"), 4]]}, "NaN"), ({"boxes": [[5, 2, 3, 4]]}, "x2 >= x1"),
+     ({"stamp_ns": "123"}, "integer"), ({"stamp_ns": 1.5}, "integer"),
+     ({"stamp_ns": None}, "integer"), ({"stamp_ns": True}, "integer")],
+)  # fmt: skip
+def test_malformed_ground_truth_is_a_bag_error(change, message) -> None:
+    doc = {**io.ground_truth_doc(123, "rgb", (10, 20), [[1.0, 2.0, 3.0, 4.0]]), **change}
+    with pytest.raises(io.BagError, match=message):
+        io.parse_ground_truth(doc)
+    with pytest.raises(io.BagError, match="no stamp_ns"):
+        io.ground_truth_stamp({"boxes": []})
+
+
+# ----------------------------------------------------------------------------- params file
+def _launch_check(params_file: Path, monkeypatch) -> dict:
+    """What launch/fusion.launch.py resolves from ``params_file`` (its own checks, run against
+    stand-ins for `launch`, which is not installed here)."""
+    import runpy
+    import sys
+    import types
+
+    repo = Path(__file__).resolve().parent.parent
+    for name in ("launch", "launch.actions", "launch_ros", "launch_ros.actions",
+                 "ament_index_python", "ament_index_python.packages"):  # fmt: skip
+        module = types.ModuleType(name)
+        for attr in ("LaunchDescription", "DeclareLaunchArgument", "OpaqueFunction", "Node"):
+            setattr(module, attr, type(attr, (), {"__init__": lambda self, *a, **k: None}))
+        module.get_package_share_directory = lambda package: str(repo)
+        monkeypatch.setitem(sys.modules, name, module)
+    launch = runpy.run_path(str(repo / "launch" / "fusion.launch.py"))
+    arguments = {name: default for name, default, _ in launch["argument_table"](repo / "config")}
+    arguments["params_file"] = str(params_file)
+    return launch["resolve_parameters"](arguments, [], repo / "config")["fusion_node"]
+
+
+def test_synth_writes_the_params_the_launch_accepts(small_bag: Path, monkeypatch, capsys) -> None:
+    path = small_bag / bag_params.PARAMS_FILE
+    node = yaml.safe_load(path.read_text())["fusion_node"]["ros__parameters"]
+    with io.BagReader(small_bag) as reader:
+        h = io.homography_from_calibration(_calibration(reader))
+    np.testing.assert_allclose(np.reshape(node["homography"], (3, 3)), h, atol=1e-9)
+    assert node["thermal_norm"] == "percentile"  # mono16 counts need a per-frame window
+    assert all(isinstance(v, float) for v in node["homography"])  # a double array, not ints
+    assert bag_params.read_params(small_bag) == node
+    resolved = _launch_check(path, monkeypatch)
+    assert resolved["homography"] == node["homography"]
+    assert cli_main(["bag", "info", str(small_bag)]) == 0
+    out = capsys.readouterr().out
+    assert (f"ros2 launch mmdrfuse_ros fusion.launch.py params_file:={path.resolve()} "
+            "use_sim_time:=true") in out
+    assert f"ros2 bag play {small_bag.resolve()} --clock" in out
+
+
+def test_params_are_checked_against_the_node_table(tmp_path: Path, monkeypatch) -> None:
+    for bad, message in [({"homografy": [1.0] * 9}, "no parameter"),
+                         ({"homography": [1, 0, 0, 0, 1, 0, 0, 0, 1]}, "double_array"),
+                         ({"thermal_norm": "median"}, "thermal_norm"),
+                         ({"homography": [0.0] * 9}, "singular")]:  # fmt: skip
+        with pytest.raises(ValueError, match=message):
+            bag_params.write_params(tmp_path, bad, "a test")
+    assert not (tmp_path / bag_params.PARAMS_FILE).exists()
+    written = tmp_path / "by_hand.yaml"  # the launch file refuses what check_params refuses
+    written.write_text("fusion_node:\n  ros__parameters:\n"
+                       "    homography: [1, 0, 0, 0, 1, 0, 0, 0, 1]\n")
+    with pytest.raises(Exception, match=r"homography: .*write 1\.0"):
+        _launch_check(written, monkeypatch)
+
+
+def test_from_folders_homography_travels_with_the_bag(tmp_path: Path, monkeypatch) -> None:
+    rng = np.random.default_rng(3)
+    ir_dir, vis_dir, ann = tmp_path / "ir", tmp_path / "vi", tmp_path / "ann"
+    for folder in (ir_dir, vis_dir, ann):
+        folder.mkdir()
+    cv2.imwrite(str(ir_dir / "a.png"), rng.integers(0, 256, (40, 50), np.uint8))
+    cv2.imwrite(str(vis_dir / "a.png"), rng.integers(0, 256, (80, 100, 3), np.uint8))
+    _voc(ann / "a.xml", [[20, 10, 60, 70]], size=(100, 80))
+    h = np.diag([2.0, 2.0, 1.0])  # thermal pixels -> visible pixels, twice the size
+    np.save(tmp_path / "h.npy", h)
+    assert cli_main(["bag", "from-folders", "--ir", str(ir_dir), "--vis", str(vis_dir),
+                     "--annotations", str(ann), "--homography", str(tmp_path / "h.npy"),
+                     "--out", str(tmp_path / "bag"), "--no-progress"]) == 0  # fmt: skip
+    with io.BagReader(tmp_path / "bag") as reader:
+        np.testing.assert_array_equal(io.homography_from_calibration(_calibration(reader)), h)
+        thermal_gt = reader.read_json(io.GROUND_TRUTH_THERMAL_TOPIC)[0][1]
+    assert thermal_gt["boxes"] == [[10.0, 5.0, 30.0, 35.0]]
+    assert (thermal_gt["width"], thermal_gt["height"]) == (50, 40)
+    node = bag_params.read_params(tmp_path / "bag")
+    assert node == {"thermal_norm": "auto", "homography": h.reshape(-1).tolist(),
+                    "thermal_smoothing": 0.0}  # 8-bit thermal; dataset pairs are no video
+    _launch_check(bag_params.params_path(tmp_path / "bag"), monkeypatch)
+
+
+def test_from_folders_limit_below_one_is_refused(tmp_path: Path, capsys) -> None:
+    ir_dir, vis_dir = _write_pairs(tmp_path, 2)
+    for limit in ("-1", "0"):
+        assert cli_main(["bag", "from-folders", "--ir", str(ir_dir), "--vis", str(vis_dir),
+                         "--out", str(tmp_path / "bag"), "--limit", limit,
+                         "--no-progress"]) == 2  # fmt: skip
+        assert "--limit must be at least 1" in capsys.readouterr().err
+    assert not (tmp_path / "bag").exists()
+    with pytest.raises(FolderError, match="--limit"):
+        write_folder_bag(ir_dir, vis_dir, tmp_path / "bag", limit=-1)
+    summary = write_folder_bag(ir_dir, vis_dir, tmp_path / "bag")
+    assert bag_params.read_params(tmp_path / "bag") == {"thermal_norm": "auto",
+                                                        "thermal_smoothing": 0.0}
+    assert summary.params == str(tmp_path / "bag" / bag_params.PARAMS_FILE)
+
+
+def test_a_full_disk_while_writing_is_a_clear_error(tmp_path: Path, monkeypatch, capsys) -> None:
+    from rosbags.rosbag2 import Writer
+
+    calls = {"n": 0}
+    real_write = Writer.write
+
+    def write(self, *args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] > 5:
+            raise OSError(28, "No space left on device")
+        return real_write(self, *args, **kwargs)
+
+    monkeypatch.setattr(Writer, "write", write)
+    code = cli_main(["bag", "synth", "--out", str(tmp_path / "bag"), "--duration", "0.5",
+                     "--rgb-size", "160x96", "--thermal-size", "80x64", "--no-progress"])
+    err = capsys.readouterr().err
+    assert code == 2 and "No space left on device" in err and "keeps the 5 messages" in err

@@ -137,6 +137,56 @@ def test_missing_weights_file_and_directory_are_refused(tmp_path):
         load_checkpoint(tmp_path)
 
 
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [({"meta": [1, 2]}, "metadata"), ({"meta": "notes"}, "metadata"),
+     ({"format_version": "1"}, "not a positive integer"), ({"format_version": True}, "positive"),
+     ({"format_version": 0}, "positive"), ({"format_version": 99}, "newer")],
+)  # fmt: skip
+def test_damaged_checkpoint_fields_are_named(tmp_path, random_weights, change, message):
+    payload = torch.load(random_weights[1], weights_only=True)
+    path = tmp_path / "damaged.pt"
+    torch.save({**payload, **change}, path)
+    with pytest.raises(CheckpointError, match=message) as err:
+        load_checkpoint(path)
+    if change.get("format_version") == "1":
+        assert "newer" not in str(err.value)
+
+
+@pytest.mark.parametrize("dtype", [torch.int64, torch.int8, torch.bool, torch.complex64])
+def test_non_float_weights_are_refused(tmp_path, random_weights, dtype):
+    state = {k: v.clone() for k, v in random_weights[0].state_dict().items()}
+    state["conv1.1.weight"] = state["conv1.1.weight"].to(dtype)
+    torch.save(state, tmp_path / "w.pt")
+    with pytest.raises(CheckpointError, match="floating point"):
+        load_checkpoint(tmp_path / "w.pt")
+
+
+def test_a_fifo_as_weights_is_refused_at_once(tmp_path):
+    import os
+    import threading
+
+    fifo = tmp_path / "weights.pt"
+    os.mkfifo(fifo)
+    outcome: list[BaseException | None] = []
+
+    def load() -> None:
+        try:
+            load_checkpoint(fifo)
+            outcome.append(None)
+        except BaseException as exc:  # the test inspects it
+            outcome.append(exc)
+
+    worker = threading.Thread(target=load, daemon=True)
+    worker.start()
+    worker.join(10)
+    if worker.is_alive():  # unblock the reader so that the test run can end
+        with open(fifo, "wb"):
+            pass
+        pytest.fail("load_checkpoint waited on a FIFO")
+    assert isinstance(outcome[0], CheckpointError) and "regular file" in str(outcome[0])
+
+
 def test_shipped_default_weights_are_trained_and_documented():
     checkpoint = load_checkpoint(default_weights_path())
     assert checkpoint.meta["parameters"] == 113

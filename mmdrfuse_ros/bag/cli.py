@@ -31,7 +31,8 @@ def register(subparsers: Any) -> None:
         help="a synthetic night street (thermal mono16 + dark RGB, ground truth, homography)",
         description="Write a synthetic thermal/RGB rosbag2: warm pedestrians that a dark, noisy "
         "RGB camera barely sees, free-running camera clocks, the thermal->RGB homography on "
-        "/mmdrfuse/calibration and ground-truth boxes on /ground_truth/... (docs/REPLAY.md).",
+        "/mmdrfuse/calibration and ground-truth boxes on /ground_truth/... (docs/REPLAY.md). "
+        "The fusion node's parameters for it go to <out>/mmdrfuse_params.yaml.",
     )
     synth.add_argument("--out", required=True, type=Path, help="bag directory to create")
     synth.add_argument("--duration", type=float, default=10.0, help="seconds (default 10)")
@@ -51,21 +52,39 @@ def register(subparsers: Any) -> None:
         help="a bag from registered IR/visible dataset folders (RoadScene, TNO, MSRS, LLVIP)",
         description="Pairs are matched by file name; both images of a pair get the same stamp. "
         "LLVIP: --ir infrared/test --vis visible/test --annotations Annotations (VOC person "
-        "boxes become ground truth).",
+        "boxes become ground truth). The fusion node's parameters for the bag (homography, "
+        "thermal normalisation) are written to <out>/mmdrfuse_params.yaml.",
     )
     folders.add_argument("--ir", required=True, type=Path, help="infrared images folder")
     folders.add_argument("--vis", required=True, type=Path, help="visible images folder")
     folders.add_argument("--out", required=True, type=Path, help="bag directory to create")
     folders.add_argument("--rate", type=float, default=10.0, help="pairs per second (10)")
     folders.add_argument("--annotations", type=Path, help="VOC .xml folder (LLVIP)")
-    folders.add_argument("--limit", type=int, help="only the first N pairs (by name)")
+    folders.add_argument("--limit", type=int, help="only the first N pairs (by name), N >= 1")
+    folders.add_argument("--homography", type=Path,
+                         help="3x3 thermal->visible homography (.npy, .json, .yaml or text) for "
+                         "pairs that are not registered; default: registered (identity)")
     folders.add_argument("--storage", choices=("mcap", "sqlite3"), default="mcap")
     folders.add_argument("--no-progress", action="store_true", help="no progress bar")
     folders.set_defaults(func=cmd_from_folders)
 
-    info = bag_sub.add_parser("info", help="topics, types, counts and duration of a bag")
+    info = bag_sub.add_parser(
+        "info", help="topics, types, counts and duration of a bag, and how to play it",
+        description="Topics, types, counts and duration of a bag (of its readable part when it "
+        "is truncated: exit 1), its fusion_node params file, and the ros2 launch / ros2 bag "
+        "play lines that replay it into nodes started by launch.")
     info.add_argument("bag", type=Path)
     info.set_defaults(func=cmd_info)
+
+
+def _check_bag_out(out: Path, inputs: list[Path | None]) -> None:
+    """OutputError before any work: the bag folder must be new, writable, apart from inputs."""
+    from mmdrfuse_ros.outputs import OutputError, check_output, ensure_writable
+
+    if out.exists() or out.is_symlink():
+        raise OutputError(f"--out {out} exists already; remove it or choose another --out")
+    check_output(out, inputs, "dir")
+    ensure_writable(out, "dir")
 
 
 def cmd_synth(args: argparse.Namespace) -> int:
@@ -80,7 +99,8 @@ def cmd_synth(args: argparse.Namespace) -> int:
             thermal_rate_hz=args.thermal_rate, rgb_size=args.rgb_size,
             thermal_size=args.thermal_size, pedestrians=args.pedestrians, seed=args.seed,
         )  # fmt: skip
-    except ValueError as exc:
+        _check_bag_out(args.out, [])
+    except ValueError as exc:  # OutputError is a ValueError
         print(f"mmdrfuse bag synth: {exc}", file=sys.stderr)
         return EXIT_INPUT
     try:
@@ -99,17 +119,22 @@ def cmd_from_folders(args: argparse.Namespace) -> int:
 
     from mmdrfuse_ros.bag.folders import FolderError, write_folder_bag
     from mmdrfuse_ros.bag.io import BagError
-    from mmdrfuse_ros.datasets import DatasetError, find_pairs
+    from mmdrfuse_ros.datasets import DatasetError, find_pairs, read_homography
 
     try:
+        if args.limit is not None and args.limit < 1:
+            raise FolderError(f"--limit must be at least 1 pair, got {args.limit}")
+        _check_bag_out(args.out, [args.ir, args.vis, args.annotations])
+        homography = read_homography(args.homography) if args.homography else None
         pairs = find_pairs(args.ir, args.vis, args.annotations).pairs
         total = len(pairs) if args.limit is None else min(len(pairs), args.limit)
         with tqdm(total=total, unit="pair", desc="from-folders", disable=args.no_progress) as bar:
             summary = write_folder_bag(
                 args.ir, args.vis, args.out, rate_hz=args.rate, annotations=args.annotations,
                 storage=args.storage, limit=args.limit, progress=bar.update,
+                homography=homography,
             )  # fmt: skip
-    except (DatasetError, BagError) as exc:
+    except (DatasetError, BagError, ValueError) as exc:
         print(f"mmdrfuse bag from-folders: {exc}", file=sys.stderr)
         partial = isinstance(exc, FolderError) and exc.partial
         return EXIT_PARTIAL if partial else EXIT_INPUT
@@ -119,16 +144,38 @@ def cmd_from_folders(args: argparse.Namespace) -> int:
 
 def cmd_info(args: argparse.Namespace) -> int:
     from mmdrfuse_ros.bag import io
+    from mmdrfuse_ros.bag import params as bag_params
 
     try:
         with io.BagReader(args.bag) as reader:
             print(f"bag:      {args.bag}")
+            if reader.truncated:
+                print(f"TRUNCATED: {reader.truncated}")
             print(f"duration: {(reader.end_ns - reader.start_ns) / 1e9:.3f} s")
             print(f"start:    {reader.start_ns / 1e9:.9f} (unix seconds)")
             print(f"messages: {reader.message_count}")
             for topic, info in sorted(reader.topics.items()):
                 print(f"  {topic:40s} {info.msgtype:32s} {info.count}")
+            truncated = reader.truncated
     except io.BagError as exc:
         print(f"mmdrfuse bag info: {exc}", file=sys.stderr)
         return EXIT_INPUT
+    try:
+        node_params = bag_params.read_params(args.bag)
+    except ValueError as exc:
+        node_params = None
+        print(f"warning: {exc}; the nodes would refuse it", file=sys.stderr)
+    if node_params is not None:
+        print(f"params:   {bag_params.params_path(args.bag)} "
+              f"(fusion_node: {', '.join(node_params)})")
+    else:
+        print("params:   none (no mmdrfuse_params.yaml in the bag folder: the nodes run with "
+              "their defaults, without the bag's homography)")
+    print("play it into nodes started by launch:")
+    for line in bag_params.play_commands(args.bag):
+        print(f"  {line}")
+    if truncated:
+        print("note: ros2 bag play may need `ros2 bag reindex` first for a truncated bag; "
+              "mmdrfuse replay plays the readable part", file=sys.stderr)
+        return EXIT_PARTIAL
     return EXIT_OK

@@ -24,6 +24,7 @@ from rosbags.rosbag2.enums import CompressionFormat, CompressionMode
 from rosbags.typesys import Stores, get_typestore
 
 from mmdrfuse_ros import topics
+from mmdrfuse_ros.bag import salvage
 from mmdrfuse_ros.msgs.compressed import compressed_to_array
 from mmdrfuse_ros.msgs.images import encoding_info, image_to_array
 
@@ -178,7 +179,12 @@ class BagWriter:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
-        self._writer.close()
+        try:
+            self._writer.close()
+        except Exception as exc:  # a full disk: say so, unless an earlier error says more
+            if exc_info[0] is None:
+                raise BagError(f"cannot finish bag {self.path}: {type(exc).__name__}: "
+                               f"{exc}") from exc
 
     def add_topic(self, topic: str, msgtype: str) -> None:
         if topic not in self._connections:
@@ -193,11 +199,28 @@ class BagWriter:
         if connection is None:
             self.add_topic(topic, msg.__msgtype__)
             connection = self._connections[topic]
-        self._writer.write(connection, int(log_ns), TYPESTORE.serialize_cdr(msg, msg.__msgtype__))
+        data = TYPESTORE.serialize_cdr(msg, msg.__msgtype__)
+        try:
+            self._writer.write(connection, int(log_ns), data)
+        except Exception as exc:  # OSError (a full disk) or rosbags' WriterError
+            written = sum(self.counts.values())
+            raise BagError(f"cannot write to bag {self.path} ({type(exc).__name__}: {exc}); "
+                           f"it keeps the {written} messages written before") from exc
         self.counts[topic] += 1
 
 
 # ----------------------------------------------------------------------------- reading
+def _listed_files(folder: Path) -> list[str]:
+    """The storage files metadata.yaml lists, or [] when it is absent or unreadable."""
+    import yaml
+
+    try:
+        info = yaml.safe_load((folder / "metadata.yaml").read_text())
+        return list(info["rosbag2_bagfile_information"]["relative_file_paths"])
+    except Exception:  # absent, not YAML, another layout: fall back to the folder's files
+        return []
+
+
 @dataclass(frozen=True)
 class TopicInfo:
     msgtype: str
@@ -206,26 +229,66 @@ class TopicInfo:
 
 class BagReader:
     """Read a rosbag2 directory (or a single .mcap / .db3 file), turning rosbags' exceptions
-    into :class:`BagError` with the bag and the problem named."""
+    into :class:`BagError` with the bag and the problem named.
+
+    A bag cut short (a killed recorder: no mcap summary, an sqlite3 file shorter than its
+    header says, often no metadata.yaml) is read up to the break by :mod:`.salvage`:
+    :attr:`truncated` then says where and why it stops (None for a whole bag), the counts are
+    those of the readable messages, and :meth:`messages` raises BagError after the last one,
+    as for a bag corrupt part way.
+    """
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
+        #: why the bag stops before its end (a truncated or damaged file), or None
+        self.truncated: str | None = None
+        self._salvage: salvage.Salvage | None = None
+        self._reader: Any = None
         if not self.path.exists():
             raise BagError(f"bag not found: {self.path}")
+        if not (self.path.is_dir() or self.path.is_file()):  # a FIFO would block for ever
+            raise BagError(f"{self.path} is not a bag folder or a regular .mcap/.db3 file")
+        target = self.path
         if self.path.is_dir() and not (self.path / "metadata.yaml").is_file():
-            files = sorted(p.name for p in self.path.iterdir())[:5]
-            raise BagError(
-                f"{self.path} is not a rosbag2 directory: it has no metadata.yaml "
-                f"(contents: {files or 'empty'}); pass the bag directory or its .mcap/.db3 file"
-            )
+            files = salvage.storage_files(self.path)
+            if not files:
+                names = sorted(p.name for p in self.path.iterdir())[:5]
+                raise BagError(
+                    f"{self.path} is not a rosbag2 directory: it has no metadata.yaml "
+                    f"(contents: {names or 'empty'}); pass the bag directory or its .mcap/.db3 "
+                    "file"
+                )
+            target = files[0] if len(files) == 1 else None
         try:
-            self._reader = Reader(self.path)
+            if target is None:
+                raise BagError("several storage files and no metadata.yaml to order them")
+            self._reader = Reader(target)
             self._reader.open()
         except Exception as exc:
-            raise BagError(f"cannot open bag {self.path}: {type(exc).__name__}: {exc}") from exc
+            self._reader = None
+            self._open_salvage(exc)
+
+    def _open_salvage(self, error: Exception) -> None:
+        """Read what the storage files hold up to their break; BagError when nothing is."""
+        reason = f"cannot open bag {self.path}: {type(error).__name__}: {error}"
+        if self.path.is_dir():
+            files = salvage.storage_files(self.path, _listed_files(self.path))
+        else:
+            files = [self.path] if self.path.suffix in (".mcap", ".db3") else []
+        if not files:
+            raise BagError(reason) from error
+        found = salvage.Salvage(files)
+        if not found.message_count:
+            raise BagError(f"{reason}; no message is readable"
+                           + (f" ({found.problem})" if found.problem else "")) from error
+        self._salvage = found
+        if found.problem:
+            self.truncated = (f"{found.problem}; the {found.message_count} messages before "
+                              "the break are read")
 
     def close(self) -> None:
-        self._reader.close()
+        if self._reader is not None:
+            self._reader.close()
 
     def __enter__(self) -> BagReader:
         return self
@@ -235,6 +298,8 @@ class BagReader:
 
     @property
     def topics(self) -> dict[str, TopicInfo]:
+        if self._salvage is not None:
+            return {t: TopicInfo(kind, n) for t, (kind, n) in self._salvage.topics.items()}
         out: dict[str, TopicInfo] = {}
         for conn in self._reader.connections:
             prev = out.get(conn.topic)
@@ -244,21 +309,29 @@ class BagReader:
 
     @property
     def start_ns(self) -> int:
-        return int(self._reader.start_time)
+        return self._salvage.start_ns if self._salvage else int(self._reader.start_time)
 
     @property
     def end_ns(self) -> int:
-        return int(self._reader.end_time)
+        return self._salvage.end_ns if self._salvage else int(self._reader.end_time)
 
     @property
     def message_count(self) -> int:
-        return int(self._reader.message_count)
+        return self._salvage.message_count if self._salvage else int(self._reader.message_count)
 
     def messages(
         self, topic_names: Iterable[str] | None = None
     ) -> Iterator[tuple[str, str, int, bytes]]:
-        """(topic, msgtype, log time ns, CDR bytes) in log-time order; BagError on corrupt data."""
+        """(topic, msgtype, log time ns, CDR bytes) in log-time order (a truncated bag: in file
+        order, each chunk in log-time order); BagError on corrupt data and after the last
+        readable message of a truncated bag."""
         wanted = None if topic_names is None else set(topic_names)
+        if self._salvage is not None:
+            try:
+                yield from self._salvage.messages(wanted)
+            except salvage.Break as exc:
+                raise BagError(f"bag {self.path} is corrupt or truncated: {exc}") from None
+            return
         conns = [c for c in self._reader.connections if wanted is None or c.topic in wanted]
         if not conns:
             return
@@ -336,10 +409,41 @@ def ground_truth_doc(
 
 
 def boxes_from_ground_truth(doc: dict[str, Any]) -> np.ndarray:
-    """Nx4 float array [x1, y1, x2, y2] of a ground-truth document; BagError when malformed."""
-    boxes = np.asarray(doc.get("boxes", []), dtype=np.float64)
+    """Nx4 float array [x1, y1, x2, y2] of a ground-truth document; BagError when malformed
+    (not numbers, not finite, not four per box, or x2 < x1 / y2 < y1)."""
+    raw = doc.get("boxes", []) if isinstance(doc, dict) else None
+    if raw is None:
+        raw = []
+    try:
+        boxes = np.asarray(raw, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise BagError(f"ground-truth boxes must be numbers [[x1, y1, x2, y2], ...], got "
+                       f"{str(raw)[:80]}") from None
     if boxes.size == 0:
         return np.zeros((0, 4))
     if boxes.ndim != 2 or boxes.shape[1] != 4:
         raise BagError(f"ground-truth boxes must be a list of [x1, y1, x2, y2], got {boxes.shape}")
+    if not np.isfinite(boxes).all():
+        raise BagError("ground-truth boxes must be finite numbers: they hold NaN, inf or null")
+    if (boxes[:, 2] < boxes[:, 0]).any() or (boxes[:, 3] < boxes[:, 1]).any():
+        raise BagError(f"ground-truth boxes must have x2 >= x1 and y2 >= y1, got "
+                       f"{boxes[(boxes[:, 2] < boxes[:, 0]) | (boxes[:, 3] < boxes[:, 1])][0]}")
     return boxes
+
+
+def ground_truth_stamp(doc: dict[str, Any]) -> int:
+    """The integer ``stamp_ns`` of a ground-truth document; BagError when missing or not an
+    integer number of nanoseconds (a string, a fraction, a bool)."""
+    if not isinstance(doc, dict) or "stamp_ns" not in doc:
+        raise BagError("a ground-truth document has no stamp_ns")
+    stamp = doc["stamp_ns"]
+    if isinstance(stamp, float) and stamp.is_integer():
+        stamp = int(stamp)
+    if isinstance(stamp, bool) or not isinstance(stamp, int):
+        raise BagError(f"ground-truth stamp_ns must be an integer (nanoseconds), got {stamp!r}")
+    return stamp
+
+
+def parse_ground_truth(doc: dict[str, Any]) -> tuple[int, np.ndarray]:
+    """(stamp ns, Nx4 boxes) of one ground-truth document, both checked; BagError otherwise."""
+    return ground_truth_stamp(doc), boxes_from_ground_truth(doc)

@@ -2,7 +2,9 @@
 
 Each camera frame is written at its receive time (stamp + the camera driver's delay; the thermal
 core delivers later than the RGB camera), with the ground-truth boxes of that frame on its own
-topic and the thermal -> RGB homography on the calibration topic at the start.
+topic and the thermal -> RGB homography on the calibration topic at the start. The fusion node's
+parameters for the bag (that homography, percentile normalisation of the mono16 thermal) go
+to ``<bag>/mmdrfuse_params.yaml`` (:mod:`mmdrfuse_ros.bag.params`).
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mmdrfuse_ros.bag import io
+from mmdrfuse_ros.bag import io, params
 from mmdrfuse_ros.bag.scene import NightScene, SynthConfig
 
 
@@ -25,13 +27,15 @@ class SynthSummary:
     duration_s: float
     counts: dict[str, int]
     bytes: int
+    params: str | None = None  # the params file written for the bag
 
     def describe(self) -> str:
         per_topic = ", ".join(f"{t}: {n}" for t, n in sorted(self.counts.items()))
-        return (
+        text = (
             f"wrote {self.path} ({self.storage}, {self.duration_s:.1f} s, "
             f"{self.bytes / 1e6:.1f} MB): {per_topic}"
         )
+        return text + (f"\nfusion_node parameters for it: {self.params}" if self.params else "")
 
 
 def _dir_size(path: Path) -> int:
@@ -98,7 +102,11 @@ def write_synthetic_bag(
             if progress:
                 progress(1)
     out = Path(out)
-    return SynthSummary(str(out), storage, config.duration_s, dict(writer.counts), _dir_size(out))
+    size = _dir_size(out)
+    node_params = params.fusion_params_for(calibration["homography_thermal_to_rgb"], "mono16")
+    written = params.write_params(out, node_params, "mmdrfuse bag synth")
+    return SynthSummary(str(out), storage, config.duration_s, dict(writer.counts), size,
+                        str(written) if written else None)
 
 
 def _camera_events(scene: NightScene, config: SynthConfig) -> list[tuple[int, str, int]]:

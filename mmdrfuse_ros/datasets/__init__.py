@@ -6,6 +6,8 @@
 """
 
 from .errors import DatasetError
+from .homography import read_homography
+from .integrity import truncation
 from .pairs import (
     DATASET_LAYOUTS,
     IMAGE_EXTENSIONS,
@@ -30,7 +32,9 @@ __all__ = [
     "list_images",
     "parse_voc",
     "read_grey",
+    "read_homography",
     "read_luma",
     "read_thermal_image",
     "read_visible_image",
+    "truncation",
 ]

@@ -46,23 +46,31 @@ def find_layout(root: Path) -> tuple[Path, Path] | None:
     return None
 
 
-def list_images(folder: Path, *, recursive: bool = False, strict: bool = False
+def list_images(folder: Path, *, recursive: bool = False, strict: bool = True
                 ) -> dict[str, Path]:
     """Image files of a folder by name without extension (``a.jpg`` pairs with ``a.png``);
     with ``recursive``, by relative path without extension (``day/a``).
 
-    Two files with one name (``a.jpg`` and ``a.png``) are ambiguous: the first in sorted order
-    is kept, or, with ``strict``, DatasetError names both.
+    Two files with one name (``a.jpg`` and ``a.png``, often a stale copy) are ambiguous:
+    DatasetError names every such pair of files, since any choice could score, fuse or train
+    on the wrong image. ``strict=False`` keeps the first in sorted order instead.
     """
     files: dict[str, Path] = {}
+    clashes: dict[str, list[str]] = {}
     for path in sorted(folder.rglob("*") if recursive else folder.iterdir()):
         if not (path.is_file() and path.suffix.lower() in IMAGE_EXTENSIONS):
             continue
         key = path.relative_to(folder).with_suffix("").as_posix()
-        if key in files and strict:
-            raise DatasetError(
-                f"{folder}: two images named {key!r} ({files[key].name}, {path.name})")
+        if key in files:
+            clashes.setdefault(key, [files[key].name]).append(path.name)
         files.setdefault(key, path)
+    if clashes and strict:
+        shown = "; ".join(f"{key!r}: {', '.join(names)}" for key, names in
+                          list(clashes.items())[:5])
+        more = f" and {len(clashes) - 5} more" if len(clashes) > 5 else ""
+        raise DatasetError(
+            f"{folder}: {len(clashes)} image name(s) used by more than one file ({shown}{more}); "
+            "pairs are matched by name without extension: keep one file per name")
     return files
 
 
@@ -83,13 +91,14 @@ def find_pairs(
     annotations_dir: str | Path | None = None,
     *,
     recursive: bool = False,
-    strict: bool = False,
+    strict: bool = True,
 ) -> PairListing:
     """The same-named pairs of two folders, sorted by name, and the names without a partner.
 
-    DatasetError for a missing folder or one without images, no name in common, (``strict``)
-    two images with one name, or annotations that do not match the pairs (an image without its
-    .xml, or no .xml named like any image). Names on one side only are the caller's to judge.
+    DatasetError for a missing folder or one without images, no name in common, two images
+    with one name (unless ``strict=False``: the first is kept), or annotations that do not
+    match the pairs (an image without its .xml, or no .xml named like any image). Names on one
+    side only are the caller's to judge.
     """
     ir_dir, vis_dir = Path(ir_dir), Path(vis_dir)
     ir = _images(ir_dir, "infrared", recursive, strict)

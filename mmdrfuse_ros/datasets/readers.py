@@ -7,7 +7,8 @@ Each consumer needs its own rule, and each rule is named here once:
 * :func:`read_luma`: 8-bit BT.601 luma, what the network trains on;
 * :func:`read_grey`: the reference fusion evaluator's grey conversion, for metrics.
 
-Every reader raises DatasetError (a ValueError) naming the file it cannot use.
+Every reader raises DatasetError (a ValueError) naming the file it cannot use, a file cut short
+(:mod:`.integrity`) included: it is never decoded into an image with a grey part.
 """
 
 from __future__ import annotations
@@ -18,12 +19,22 @@ import cv2
 import numpy as np
 
 from .errors import DatasetError
+from .integrity import truncation
 
 
 def _imread(path: Path, flags: int = cv2.IMREAD_UNCHANGED) -> np.ndarray:
-    if not Path(path).is_file():
+    path = Path(path)
+    if not path.exists():
         raise DatasetError(f"cannot read image {path}: no such file")
-    image = cv2.imread(str(path), flags)
+    if not path.is_file():  # a folder, a FIFO (reading one would wait for ever), a device
+        raise DatasetError(f"cannot read image {path}: not a regular file")
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise DatasetError(f"cannot read image {path}: {exc.strerror or exc}") from None
+    if reason := truncation(data):
+        raise DatasetError(f"cannot use image {path}: {reason}")
+    image = cv2.imread(str(path), flags) if data else None  # as the reference evaluators read
     if image is None or image.size == 0:
         raise DatasetError(f"cannot read image {path}: it cannot be read as an image")
     return image

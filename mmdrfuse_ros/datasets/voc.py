@@ -18,14 +18,19 @@ def parse_voc(path: str | Path) -> tuple[list[list[float]], tuple[int, int] | No
 
     Objects of other classes are skipped; DatasetError for unreadable XML or a malformed box.
     """
+    if not Path(path).is_file():  # a FIFO would make the parser wait for ever
+        raise DatasetError(f"annotation {path} is not a regular file")
     try:
         root = ET.parse(path).getroot()
     except (ET.ParseError, OSError) as exc:
         raise DatasetError(f"annotation {path} is not readable VOC XML: {exc}") from exc
     size = None
     w, h = root.findtext("size/width"), root.findtext("size/height")
-    if w and h and int(float(w)) > 0 and int(float(h)) > 0:
-        size = (int(float(w)), int(float(h)))
+    try:
+        if w and h and int(float(w)) > 0 and int(float(h)) > 0:
+            size = (int(float(w)), int(float(h)))
+    except (ValueError, OverflowError) as exc:
+        raise DatasetError(f"annotation {path}: image size {w!r} x {h!r} is not a number") from exc
     boxes = []
     for obj in root.iter("object"):
         name = (obj.findtext("name") or "").strip().lower()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -16,9 +15,11 @@ from ..datasets import (
     DatasetError,
     find_layout,
     find_pairs,
+    read_homography,
     read_thermal_image,
     read_visible_image,
 )
+from ..outputs import OutputError, check_output, ensure_writable
 from .backends import BACKENDS
 from .model import CheckpointError
 from .preprocess import THERMAL_NORMS, FusionInputError
@@ -30,7 +31,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="fuse thermal/visible image pairs into PNGs",
         description="Fuse one thermal/visible pair, or every same-named pair of two folders "
         "(RoadScene/TNO ir/vi, LLVIP infrared/visible; a dataset root with such sub-folders "
-        "works too). Bad pairs are reported by name; every good pair is still written.",
+        "works too). Bad pairs (unreadable, truncated, sizes that differ) are reported by name; "
+        "every good pair is still written. --out is refused before any work when it is, lies "
+        "inside or contains an input, or cannot be written.",
     )
     p.add_argument("--ir", type=Path, required=True, help="thermal image file or folder")
     p.add_argument("--vis", type=Path, help="visible image file or folder (omit if --ir is a "
@@ -55,24 +58,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def load_homography(path: Path) -> np.ndarray:
-    """A 3x3 matrix from .npy, .json (nested or flat list) or text; ValueError if unusable."""
-    try:
-        if path.suffix == ".npy":
-            values = np.load(path)
-        elif path.suffix == ".json":
-            values = np.asarray(json.loads(path.read_text()), dtype=np.float64)
-        else:
-            values = np.loadtxt(path, dtype=np.float64)
-    except (OSError, ValueError) as exc:
-        raise ValueError(f"homography {path}: cannot be read ({exc})") from None
-    values = np.asarray(values, dtype=np.float64)
-    if values.size != 9:
-        raise ValueError(f"homography {path}: needs 9 values, found {values.size}")
-    return values.reshape(3, 3)
+    """A 3x3 matrix from .npy, .json/.yaml (nested or flat list, or an object naming it) or
+    text; ValueError saying what is wrong otherwise (``datasets.read_homography``)."""
+    return read_homography(path)
 
 
-def _resolve_jobs(args: argparse.Namespace) -> tuple[list[tuple[str, Path, Path, Path]], list[str]]:
-    """(name, thermal, visible, output) for each pair, and the errors found while pairing."""
+Job = tuple[str, Path, Path, Path]
+
+
+def _resolve_jobs(args: argparse.Namespace) -> tuple[list[Job], list[str]]:
+    """(name, thermal, visible, output) for each pair, and the errors found while pairing.
+
+    OutputError when ``--out`` is unusable or would overwrite or mix with the inputs; that is
+    checked before any pair is read."""
     ir, vis, out = args.ir, args.vis, args.out
     if vis is None:
         layout = find_layout(ir) if ir.is_dir() else None
@@ -86,10 +84,15 @@ def _resolve_jobs(args: argparse.Namespace) -> tuple[list[tuple[str, Path, Path,
             return [], [f"not found: {', '.join(missing)}"]
         if ir.is_dir() != vis.is_dir():
             return [], ["--ir and --vis must both be files or both be folders"]
-        target = out if out.suffix.lower() in IMAGE_EXTENSIONS else out / f"{ir.stem}.png"
+        single = out.suffix.lower() in IMAGE_EXTENSIONS
+        target = out if single else out / f"{ir.stem}.png"
+        check_output(out, [ir, vis], "file" if single else "dir", targets=[target])
+        ensure_writable(out, "file" if single else "dir")
         return [(ir.stem, ir, vis, target)], []
     if out.suffix.lower() in IMAGE_EXTENSIONS:
         return [], [f"--out must be a folder when fusing folders (got {out})"]
+    check_output(out, [ir, vis], "dir")
+    ensure_writable(out, "dir")
     try:
         listing = find_pairs(ir, vis)
     except DatasetError as exc:
@@ -103,8 +106,8 @@ def _resolve_jobs(args: argparse.Namespace) -> tuple[list[tuple[str, Path, Path,
 def run(args: argparse.Namespace) -> int:
     from .engine import FusionEngine  # heavy import only when the command runs
 
-    jobs, errors = _resolve_jobs(args)
     try:
+        jobs, errors = _resolve_jobs(args)
         homography = load_homography(args.homography) if args.homography else None
         engine = FusionEngine(
             backend=args.backend, device=args.device, weights=args.weights, fp16=args.fp16,
@@ -113,7 +116,7 @@ def run(args: argparse.Namespace) -> int:
             thermal_smoothing=0.0,  # separate files are not a video: no temporal smoothing
             homography=homography, output_color=args.color,
         )
-    except (CheckpointError, ValueError) as exc:
+    except (CheckpointError, OutputError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     written = 0

@@ -97,6 +97,11 @@ def validate_state_dict(
         tensor = state[name]
         if not isinstance(tensor, torch.Tensor):
             raise CheckpointError(f"{origin}: {name} is a {type(tensor).__name__}, not a tensor")
+        if not tensor.is_floating_point():  # integer, bool or complex: not trained weights
+            raise CheckpointError(
+                f"{origin}: {name} is a {tensor.dtype} tensor; student weights are floating "
+                "point (float32, float16, bfloat16 or float64)"
+            )
         if tuple(tensor.shape) != shape:
             raise CheckpointError(
                 f"{origin}: {name} has shape {tuple(tensor.shape)}, the student needs {shape}"
@@ -107,7 +112,21 @@ def validate_state_dict(
     return clean
 
 
+def _check_regular_file(path: Path, origin: str) -> None:
+    """A FIFO or a device would make ``torch.load`` wait or read for ever: refuse it first."""
+    if not path.exists():
+        raise CheckpointError(f"{origin}: file not found")
+    if path.is_dir():
+        raise CheckpointError(f"{origin}: is a directory, expected a .pt/.pth file")
+    if not path.is_file():
+        raise CheckpointError(
+            f"{origin}: not a regular file (a FIFO, socket or device); expected a .pt/.pth file"
+        )
+
+
 def _torch_load(source: str | Path | bytes, origin: str) -> Any:
+    if not isinstance(source, bytes):
+        _check_regular_file(Path(source), origin)
     try:
         handle = io.BytesIO(source) if isinstance(source, bytes) else source
         return torch.load(handle, map_location="cpu", weights_only=True)
@@ -127,19 +146,33 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
     origin = str(path)
     raw = _torch_load(Path(path), origin)
     if isinstance(raw, Mapping) and raw.get("format") == FORMAT_NAME:
-        version = raw.get("format_version")
-        if not isinstance(version, int) or version > FORMAT_VERSION:
-            raise CheckpointError(
-                f"{origin}: checkpoint format version {version!r} is newer than this package "
-                f"understands ({FORMAT_VERSION}); upgrade mmdrfuse_ros"
-            )
+        _check_format_version(raw.get("format_version"), origin)
         state = validate_state_dict(raw.get("state_dict", {}), origin)
-        meta = dict(raw.get("meta") or {})
-        return Checkpoint(state, meta, FORMAT_NAME)
+        meta = raw.get("meta") or {}
+        if not isinstance(meta, Mapping):
+            raise CheckpointError(
+                f"{origin}: its metadata ('meta') is a {type(meta).__name__}, expected a "
+                "mapping; the file was not written by save_checkpoint"
+            )
+        return Checkpoint(state, dict(meta), FORMAT_NAME)
     if isinstance(raw, Mapping) and "state_dict" in raw and isinstance(raw["state_dict"], Mapping):
         raw = raw["state_dict"]  # a generic {"state_dict": ...} training checkpoint
     state = validate_state_dict(raw, origin)
     return Checkpoint(state, {"note": "published/bare state dict, no metadata"}, "published")
+
+
+def _check_format_version(version: Any, origin: str) -> None:
+    """A positive integer, at most the version this package writes."""
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+        raise CheckpointError(
+            f"{origin}: checkpoint format_version {version!r} is not a positive integer "
+            f"(this package writes {FORMAT_VERSION}); the file is damaged or not ours"
+        )
+    if version > FORMAT_VERSION:
+        raise CheckpointError(
+            f"{origin}: checkpoint format version {version} is newer than this package "
+            f"understands ({FORMAT_VERSION}); upgrade mmdrfuse_ros"
+        )
 
 
 def save_checkpoint(

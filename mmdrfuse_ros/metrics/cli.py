@@ -6,14 +6,18 @@ Pairs are matched by file name without extension (a fused ``00001.png`` goes wit
 and ``vis/00001.jpg``), one row per fused image. Images are read as the reference evaluator reads
 them (:func:`mmdrfuse_ros.datasets.read_grey`: OpenCV colour read, BGR -> grey in float32,
 rounded). A pair that cannot be evaluated (missing
-source, unreadable file, size mismatch) is reported by name on stderr and the command exits 1
-after computing and writing everything else.
+source, unreadable or truncated file, size mismatch) is reported by name on stderr and the
+command exits 1 after computing and writing everything else. Two files with one name in a folder
+(``a.jpg`` and ``a.png``) stop the command before any work (exit 2), as does a ``--json`` or
+``--csv`` path that cannot be written or is one of the inputs; a write that fails after the work
+saves the result to a temporary file and says where (exit 1).
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import io
 import json
 import math
 import sys
@@ -21,7 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..datasets import list_images, read_grey
+from ..datasets import DatasetError, list_images, read_grey
+from ..outputs import OutputError, check_output, ensure_writable, write_result
 from .fusion import ALL_METRICS, compute_metrics
 
 __all__ = ["evaluate_folders", "register", "run"]
@@ -38,10 +43,10 @@ def evaluate_folders(
 
     Returns (rows, errors, unused): rows are ``{"name": stem, metric: value...}`` in name order,
     errors ``(stem, reason)`` for pairs that could not be evaluated, unused the stems of source
-    pairs without a fused image (not an error: a run may fuse a subset)."""
+    pairs without a fused image (not an error: a run may fuse a subset). DatasetError when a
+    folder holds two files with one name."""
     from tqdm import tqdm
 
-    # by name without extension; the first by sorted name wins if two share one
     ir, vis, fused = list_images(ir_dir), list_images(vis_dir), list_images(fused_dir)
     rows: list[dict] = []
     errors: list[tuple[str, str]] = []
@@ -98,42 +103,64 @@ def _parse_metrics(text: str | None) -> list[str]:
     return chosen
 
 
+def _check_outputs(args: argparse.Namespace) -> None:
+    """OutputError for a --json/--csv path that is an input or cannot be written."""
+    inputs = [Path(args.ir), Path(args.vis), Path(args.fused)]
+    for flag, out in (("--json", args.json), ("--csv", args.csv)):
+        if out:
+            check_output(out, inputs, "file", flag=flag)
+            ensure_writable(out, "file", flag=flag)
+
+
+def _json_text(rows: list[dict], mean: dict[str, float], errors: list[tuple[str, str]],
+               metrics: list[str]) -> str:
+    doc = {
+        "pairs": [
+            {"name": r["name"], **{m: _finite_or_none(r[m]) for m in metrics}} for r in rows
+        ],
+        "mean": {m: _finite_or_none(v) for m, v in mean.items()},
+        "errors": [{"name": n, "error": e} for n, e in errors],
+    }
+    return json.dumps(doc, indent=2) + "\n"
+
+
+def _csv_text(rows: list[dict], mean: dict[str, float], metrics: list[str]) -> str:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(["name", *metrics])
+    writer.writerows([[r["name"], *(repr(r[m]) for m in metrics)] for r in rows])
+    if mean:
+        writer.writerow(["mean", *(repr(mean[m]) for m in metrics)])
+    return buffer.getvalue()
+
+
 def run(args: argparse.Namespace) -> int:
     """Entry point of ``mmdrfuse metrics``; returns the exit code."""
     try:
         metrics = _parse_metrics(args.metrics)
-    except ValueError as exc:
+        for flag, folder in {"--ir": args.ir, "--vis": args.vis, "--fused": args.fused}.items():
+            if not Path(folder).is_dir():
+                raise OutputError(f"{flag} {folder} is not a directory")
+        _check_outputs(args)
+        rows, errors, unused = evaluate_folders(
+            Path(args.ir), Path(args.vis), Path(args.fused), metrics,
+            progress=not args.no_progress,
+        )
+    except (DatasetError, ValueError) as exc:  # OutputError is a ValueError
         print(f"mmdrfuse metrics: {exc}", file=sys.stderr)
         return 2
-    folders = {"--ir": args.ir, "--vis": args.vis, "--fused": args.fused}
-    for flag, folder in folders.items():
-        if not Path(folder).is_dir():
-            print(f"mmdrfuse metrics: {flag} {folder} is not a directory", file=sys.stderr)
-            return 2
-    rows, errors, unused = evaluate_folders(
-        Path(args.ir), Path(args.vis), Path(args.fused), metrics, progress=not args.no_progress
-    )
     if not rows and not errors:
         print(f"mmdrfuse metrics: no images in {args.fused}", file=sys.stderr)
         return 2
     mean = _mean_row(rows, metrics)
     print(_table(rows, mean, metrics))
+    written = True
     if args.json:
-        doc = {
-            "pairs": [
-                {"name": r["name"], **{m: _finite_or_none(r[m]) for m in metrics}} for r in rows
-            ],
-            "mean": {m: _finite_or_none(v) for m, v in mean.items()},
-            "errors": [{"name": n, "error": e} for n, e in errors],
-        }
-        Path(args.json).write_text(json.dumps(doc, indent=2) + "\n")
+        written &= write_result(args.json, _json_text(rows, mean, errors, metrics),
+                                "metrics JSON") == Path(args.json)
     if args.csv:
-        with open(args.csv, "w", newline="") as fh:
-            writer = csv.writer(fh)
-            writer.writerow(["name", *metrics])
-            writer.writerows([[r["name"], *(repr(r[m]) for m in metrics)] for r in rows])
-            if mean:
-                writer.writerow(["mean", *(repr(mean[m]) for m in metrics)])
+        written &= write_result(args.csv, _csv_text(rows, mean, metrics),
+                                "metrics CSV") == Path(args.csv)
     if unused:
         print(f"note: {len(unused)} source pair(s) have no fused image", file=sys.stderr)
     for name, reason in errors:
@@ -143,8 +170,7 @@ def run(args: argparse.Namespace) -> int:
             f"mmdrfuse metrics: {len(errors)} of {len(rows) + len(errors)} pair(s) failed",
             file=sys.stderr,
         )
-        return 1
-    return 0
+    return 1 if errors or not written else 0
 
 
 def register(subparsers) -> None:

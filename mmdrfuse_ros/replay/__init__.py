@@ -13,6 +13,11 @@ What runs, and which module owns it:
   :mod:`~mmdrfuse_ros.replay.quality` (fusion metrics, AP, pictures), which fill the typed
   sections of :mod:`~mmdrfuse_ros.replay.sections`;
 * :mod:`~mmdrfuse_ros.replay.report`: report.json, report.md, report.html and the plots;
+  :mod:`~mmdrfuse_ros.replay.saving`: the ``--report`` folder checked first, and a fallback
+  folder when writing fails at the end;
+* :mod:`~mmdrfuse_ros.replay.signals`: SIGINT/SIGTERM into a partial ``interrupted`` report;
+  :mod:`~mmdrfuse_ros.replay.external`: ``--external`` nodes checked against the bag's
+  calibration (their ``homography`` parameter);
 * :mod:`~mmdrfuse_ros.replay.run`: ``run_replay(options) -> (report, exit code)``;
   :mod:`~mmdrfuse_ros.replay.cli`: ``mmdrfuse replay`` and ``mmdrfuse demo``.
 """

@@ -2,14 +2,17 @@
 
 Latency is "stamp -> reception": from the moment the player published the input frame that
 carries a header stamp to the moment the recorder received the output with that stamp (fused
-images and detections keep the RGB header). It needs no clock shared with the bag's recorder and
-holds for bags whose stamps are far from their log times. Plain data in, typed sections out.
+images and detections keep the RGB header); where a stamp was published more than once (stamps
+that repeat or restart in the bag), from the last of its publications before the reception.
+It needs no clock shared with the bag's recorder and holds for bags whose stamps are far from
+their log times. Plain data in, typed sections out.
 """
 
 from __future__ import annotations
 
+import bisect
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import numpy as np
@@ -126,8 +129,16 @@ def _node_side(
     return checks, drops
 
 
+def stamp_check(stamp_issues: Mapping[str, str]) -> Check:
+    """Header stamps unique and increasing per input topic (what matching outputs relies on)."""
+    detail = "; ".join(f"{t}: {d}" for t, d in stamp_issues.items())
+    return Check("header stamps unique and increasing", not stamp_issues,
+                 detail or "every input frame has a stamp of its own, in order")  # fmt: skip
+
+
 def counts_section(
-    meas: Measurements, node_stats: dict[str, Any] | None, status_name: str, floor: bool
+    meas: Measurements, node_stats: dict[str, Any] | None, status_name: str, floor: bool,
+    stamp_issues: Mapping[str, str] | None = None,
 ) -> CountsSection:
     """Frames at each step, whether they add up, and the drops by cause."""
     node, source = node_counts(node_stats, meas, status_name)
@@ -144,21 +155,37 @@ def counts_section(
     if floor:
         counts.floor_received = len(meas.received["floor"])
         drops["floor_lost"] = pub_r - len(meas.received["floor"])
+    if stamp_issues is not None:
+        checks.append(stamp_check(stamp_issues))
     return CountsSection(counts, checks, drops, source, node_stats)
 
 
 # ----------------------------------------------------------------------------- latency
+#: stamp -> [(send time, playback index)] in send order (Measurements.publication_times).
+PublicationTimes = dict[int, list[tuple[float, int]]]
+
+
+def _source(published: PublicationTimes, stamp: int, t: float) -> tuple[float, int] | None:
+    """The publication an output with ``stamp`` received at ``t`` came from: the last one of
+    that stamp sent before ``t`` (the first one if none was, on clock noise)."""
+    sent = published.get(stamp)
+    if not sent:
+        return None
+    i = bisect.bisect_right(sent, (t, math.inf))
+    return sent[max(i - 1, 0)]
+
+
 def _latencies(
-    published: dict[int, float], received: list[tuple[int, float]]
+    published: PublicationTimes, received: list[tuple[int, float]]
 ) -> tuple[list[float], int]:
     """(latencies in seconds, outputs whose stamp was never published) for one stream."""
     out, unknown = [], 0
     for stamp, t in received:
-        t_pub = published.get(stamp)
-        if t_pub is None:
+        source = _source(published, stamp, t)
+        if source is None:
             unknown += 1
         else:
-            out.append(t - t_pub)
+            out.append(t - source[0])
     return out, unknown
 
 
@@ -173,32 +200,32 @@ def _events(meas: Measurements) -> dict[str, list[float]]:
     """Seconds since the first publication of every publication and reception, per stream."""
     t0 = meas.t0
     return {
-        "thermal_published": sorted(t - t0 for t in meas.published["thermal"].values()),
-        "rgb_published": sorted(t - t0 for t in meas.published["rgb"].values()),
+        "thermal_published": sorted(t - t0 for _, _, t in meas.published["thermal"]),
+        "rgb_published": sorted(t - t0 for _, _, t in meas.published["rgb"]),
         **{f"{k}_received": sorted(t - t0 for _, t in v) for k, v in meas.received.items()},
     }
 
 
-def _per_frame(meas: Measurements) -> list[dict[str, Any]]:
-    """Per RGB stamp: the latency of each stream that delivered an output for it."""
-    per_frame: dict[int, dict[str, float]] = {}
+def _per_frame(meas: Measurements, published: PublicationTimes) -> list[dict[str, Any]]:
+    """Per RGB frame played (its playback index): the latency of each stream that delivered
+    an output for it."""
+    per_frame: dict[int, dict[str, Any]] = {}
     for stream in STREAMS:
         for stamp, t in meas.received[stream]:
-            t_pub = meas.published["rgb"].get(stamp)
-            if t_pub is not None:
-                per_frame.setdefault(stamp, {})[f"{stream}_latency_ms"] = round(
-                    (t - t_pub) * 1e3, 3
-                )
-    return [{"stamp_ns": s, **v} for s, v in sorted(per_frame.items())]
+            source = _source(published, stamp, t)
+            if source is not None:
+                row = per_frame.setdefault(source[1], {"stamp_ns": stamp})
+                row[f"{stream}_latency_ms"] = round((t - source[0]) * 1e3, 3)
+    return [{"index": i, **v} for i, v in sorted(per_frame.items())]
 
 
 def latency_section(meas: Measurements, plan: BagPlan, options: ReplayOptions) -> LatencySection:
     """Latency per stream, rates, how the player kept time, and the series for the plots."""
     latency_s: dict[str, list[float]] = {}
     unknown: dict[str, int] = {}
+    published = meas.publication_times("rgb")
     for stream in STREAMS:
-        latency_s[stream], unknown[stream] = _latencies(meas.published["rgb"],
-                                                        meas.received[stream])  # fmt: skip
+        latency_s[stream], unknown[stream] = _latencies(published, meas.received[stream])
     events = _events(meas)
     playback = None
     if meas.player_lag_s:
@@ -211,7 +238,26 @@ def latency_section(meas: Measurements, plan: BagPlan, options: ReplayOptions) -
         throughput_hz={k: r for k, v in events.items() if (r := _rate(v)) is not None},
         series_latency_ms={k: [round(x * 1e3, 3) for x in v] for k, v in latency_s.items()},
         series_events_s={k: [round(x, 4) for x in v] for k, v in events.items()},
-        frames=_per_frame(meas),
+        frames=_per_frame(meas, published),
         unknown_stamps=unknown if any(unknown.values()) else None,
         playback=playback,
     )
+
+
+# ----------------------------------------------------------------------------- stages
+def stage_section(nodes: Mapping[str, Mapping[str, Any] | None]) -> dict[str, Any] | None:
+    """node -> stage -> {"p50": ms, "p95": ms} from each node's stats or /diagnostics values
+    (keys ``stage_<stage>_p<q>_ms``); None when no node reports stages."""
+    from mmdrfuse_ros.nodes.timing import stage_table
+
+    out: dict[str, Any] = {}
+    for node, values in nodes.items():
+        if not values:
+            continue
+        table = stage_table(values)
+        rows = {stage: {f"p{q}": v for q, v in sorted(qs.items()) if math.isfinite(v)}
+                for stage, qs in table.items()}  # fmt: skip
+        rows = {stage: qs for stage, qs in rows.items() if qs}
+        if rows:
+            out[node] = rows
+    return out or None

@@ -44,7 +44,9 @@ def _register_replay(subparsers: Any) -> None:
         "fusion and detector nodes in this process under use_sim_time (or measures nodes "
         "started elsewhere with --external), and writes report.json, report.md, report.html "
         "and PNG plots to --report. Exit status: 0 ok, 1 stopped part way or counts that do "
-        "not add up (the report holds what was measured), 2 bag unusable. DDS discovery "
+        "not add up (the report holds what was measured), 2 unusable input (bag, parameter "
+        "name or value, --report folder), 130/143 stopped by SIGINT (Ctrl-C)/SIGTERM with a "
+        "partial report. DDS discovery "
         "follows your environment (ROS_DOMAIN_ID, ROS_AUTOMATIC_DISCOVERY_RANGE).",
     )
     replay.add_argument("bag", type=Path, help="rosbag2 directory or .mcap/.db3 file")
@@ -143,6 +145,9 @@ def cmd_replay(args: argparse.Namespace) -> int:
         print(f"mmdrfuse replay: {exc}", file=sys.stderr)
         return exc.exit_code
     report, code = run_replay(options)
-    summary = terminal_summary(report, args.report)
+    if report.folder is None and not report.files:  # refused before any work: nothing written
+        print("mmdrfuse replay: " + "; ".join(report["errors"]), file=sys.stderr)
+        return code
+    summary = terminal_summary(report, report.folder)
     print(summary, file=sys.stderr if code else sys.stdout)
     return code

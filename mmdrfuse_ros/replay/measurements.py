@@ -1,7 +1,10 @@
 """What the replay records while playing, as plain data: filled from several threads, read after.
 
 Times are ``time.monotonic()`` seconds (CLOCK_MONOTONIC, shared by the player process and this
-one); stamps are header stamps in nanoseconds.
+one); stamps are header stamps in nanoseconds. Each publication also carries its index in the
+playback (the bag's message order, across loops), unique even where header stamps repeat or
+restart: counts are of publications, and an output is matched to the last publication of its
+stamp before it arrived (:meth:`Measurements.publication_times`).
 """
 
 from __future__ import annotations
@@ -23,8 +26,12 @@ DetectionRow = list[float]
 StatusValues = dict[str, str]
 
 
-def _by_role() -> dict[str, dict[int, float]]:
-    return {role: {} for role in INPUT_ROLES}
+#: (playback index, header stamp, monotonic send time) of one publication.
+Sent = tuple[int, int, float]
+
+
+def _by_role() -> dict[str, list[Sent]]:
+    return {role: [] for role in INPUT_ROLES}
 
 
 def _by_stream() -> dict[str, list[tuple[int, float]]]:
@@ -36,7 +43,7 @@ class Measurements:
     """Everything recorded while playing; each writer takes ``lock``."""
 
     t0: float = 0.0  # monotonic time of the first publication
-    published: dict[str, dict[int, float]] = field(default_factory=_by_role)  # role -> stamp -> t
+    published: dict[str, list[Sent]] = field(default_factory=_by_role)  # role -> publications
     published_info: int = 0
     received: dict[str, list[tuple[int, float]]] = field(default_factory=_by_stream)  # (stamp, t)
     detections: dict[int, list[DetectionRow]] = field(default_factory=dict)  # stamp -> rows
@@ -78,15 +85,23 @@ class Measurements:
             self.errors.append(text)
 
     # -- the player's side -------------------------------------------------------------------
-    def add_published(self, role: str, stamp: int, t: float, lag_s: float) -> None:
+    def add_published(self, role: str, stamp: int, t: float, lag_s: float,
+                      index: int = -1) -> None:  # fmt: skip
         """One message the player sent; the first one sets ``t0``."""
         if not self.player_lag_s:
             self.t0 = t
         self.player_lag_s.append(lag_s)
         if role in INPUT_ROLES:
-            self.published[role][stamp] = t
+            self.published[role].append((index, stamp, t))
         else:
             self.published_info += 1
+
+    def publication_times(self, role: str) -> dict[int, list[tuple[float, int]]]:
+        """stamp -> [(send time, playback index)] in send order, for matching outputs."""
+        out: dict[int, list[tuple[float, int]]] = {}
+        for index, stamp, t in sorted(self.published[role], key=lambda p: p[2]):
+            out.setdefault(stamp, []).append((t, index))
+        return out
 
     # -- reading -----------------------------------------------------------------------------
     def counts(self) -> tuple[int, ...]:

@@ -6,7 +6,9 @@ type or encoding is reported in words (exit status 2) instead of as a silent rep
 
 from __future__ import annotations
 
+import difflib
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,6 +31,11 @@ ROLE_DEFAULTS = {
 }
 _JSON_ROLES = ("calibration", "ground_truth", "ground_truth_thermal")
 _GROUND_TRUTH_ROLES = ("ground_truth", "ground_truth_thermal")
+#: header stamps are int32 seconds: the last loop of a replay must end before this.
+MAX_STAMP_NS = (2**31 - 1) * 1_000_000_000
+#: parameters every rclpy node has besides its own table.
+_ROS_PARAMS = ("use_sim_time",)
+_ROS_PARAM_PREFIXES = ("qos_overrides.",)
 
 
 class ReplayError(RuntimeError):
@@ -53,12 +60,6 @@ class ParameterError(ReplayError):
     """A node parameter given to the replay was refused (unusable input)."""
 
     exit_code = EXIT_INPUT
-
-
-class ReplayStopped(ReplayError):
-    """The user interrupted the replay (Ctrl-C); what was measured until then is reported."""
-
-    exit_code = EXIT_PARTIAL
 
 
 @dataclass
@@ -102,10 +103,35 @@ class ReplayOptions:
             raise OptionError(
                 f"unknown topic role(s) {unknown} in --topics: use {sorted(ROLE_DEFAULTS)}"
             )
+        from mmdrfuse_ros.settings.detector import DETECTOR_PARAMS
+        from mmdrfuse_ros.settings.fusion import FUSION_PARAMS
+
+        check_param_names(self.fusion_params, [p.name for p in FUSION_PARAMS], "--fusion-param",
+                          "fusion node")  # fmt: skip
+        check_param_names(self.detector_params, [p.name for p in DETECTOR_PARAMS],
+                          "--detector-param", "detector node")  # fmt: skip
 
     def roles(self) -> dict[str, str]:
         """role -> bag topic, the defaults overridden by ``--topics``."""
         return {**ROLE_DEFAULTS, **self.topics}
+
+
+def check_param_names(values: Mapping[str, Any], known: list[str], option: str,
+                      node: str) -> None:  # fmt: skip
+    """OptionError for a parameter name the node does not have (a misspelling would otherwise
+    be ignored silently by the node and the replay measure the defaults)."""
+    allowed = set(known) | set(_ROS_PARAMS)
+    unknown = [k for k in values if k not in allowed and not k.startswith(_ROS_PARAM_PREFIXES)]
+    if not unknown:
+        return
+    hints = []
+    for name in unknown:
+        close = difflib.get_close_matches(name, sorted(allowed), n=1)
+        hints.append(f"{name!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+    raise OptionError(
+        f"{option}: the {node} has no parameter {', '.join(hints)}; its parameters are: "
+        + ", ".join(sorted(allowed))
+    )
 
 
 @dataclass
@@ -129,6 +155,12 @@ class BagPlan:
     gt_thermal: dict[int, np.ndarray]
     readable_messages: int
     problem: str | None = None  # corruption found after readable_messages messages
+    #: input topic -> what is wrong with its header stamps (repeats, restarts); empty: nothing
+    stamp_issues: dict[str, str] = field(default_factory=dict)
+    truncated: str | None = None  # the reader's word on a bag cut short (BagReader.truncated)
+    #: the fusion_node parameters of the bag's params file (mmdrfuse_params.yaml), if any
+    params_file: dict[str, Any] = field(default_factory=dict)
+    params_problem: str | None = None  # why that file was not used
 
     @property
     def duration_s(self) -> float:
@@ -154,7 +186,23 @@ class BagPlan:
                 None if self.homography is None else self.homography.round(9).tolist()
             ),
             "ground_truth_frames": {"rgb": len(self.gt_rgb), "thermal": len(self.gt_thermal)},
+            **({"stamp_issues": self.stamp_issues} if self.stamp_issues else {}),
+            **({"truncated": self.truncated} if self.truncated else {}),
         }
+
+    def check_loop(self, loop: int) -> None:
+        """OptionError when ``loop`` repetitions would push stamps past the int32 seconds of a
+        ROS header (later loops shift the stamps forward)."""
+        from mmdrfuse_ros.replay.player import loop_period_ns
+
+        last = max(self.end_ns, self.thermal_stamps[-1], self.rgb_stamps[-1])
+        end = last + (loop - 1) * loop_period_ns(self)
+        if end > MAX_STAMP_NS:
+            raise OptionError(
+                f"--loop {loop}: the last loop would stamp frames {end / 1e9:.0f} s after 1970, "
+                f"beyond the {MAX_STAMP_NS // 1_000_000_000} s a ROS header stamp holds; "
+                f"use at most --loop {max(1 + (MAX_STAMP_NS - last) // loop_period_ns(self), 1)}"
+            )
 
 
 def homography_argument(h: np.ndarray) -> str:
@@ -240,15 +288,35 @@ def _scan(reader: io.BagReader, roles: dict[str, str], json_roles: dict[str, str
     return scan
 
 
+def stamp_issues(stamps: list[int]) -> str | None:
+    """What is wrong with one topic's header stamps in log order: repeats, steps back."""
+    seen: set[int] = set()
+    repeated = backwards = 0
+    for previous, stamp in zip([None, *stamps], stamps, strict=False):
+        repeated += stamp in seen
+        backwards += previous is not None and stamp < previous
+        seen.add(stamp)
+    parts = ([f"{repeated} frame(s) repeat an earlier stamp"] if repeated else []) + (
+        [f"stamps step back {backwards} time(s) (restart mid-recording)"] if backwards else [])
+    return "; ".join(parts) or None
+
+
+def _stamp_issues(scan: _Scan, roles: dict[str, str]) -> dict[str, str]:
+    issues = {t: stamp_issues(scan.stamps[t]) for t in (roles["thermal"], roles["rgb"])}
+    return {t: d for t, d in issues.items() if d}
+
+
 def _ground_truth(scan: _Scan, roles: dict[str, str]) -> dict[str, dict[int, np.ndarray]]:
-    """role -> stamp -> boxes, for both ground-truth roles."""
+    """role -> stamp -> boxes, for both ground-truth roles; BagUnusable naming the message."""
     gt: dict[str, dict[int, np.ndarray]] = {}
     for role in _GROUND_TRUTH_ROLES:
         gt[role] = {}
-        for doc in scan.docs.get(role, []):
-            if "stamp_ns" not in doc:
-                raise BagUnusable(f"{roles[role]}: a ground-truth document has no stamp_ns")
-            gt[role][int(doc["stamp_ns"])] = io.boxes_from_ground_truth(doc)
+        for i, doc in enumerate(scan.docs.get(role, [])):
+            try:
+                stamp, boxes = io.parse_ground_truth(doc)
+            except (io.BagError, TypeError, ValueError) as exc:
+                raise BagUnusable(f"{roles[role]}: ground-truth message {i}: {exc}") from exc
+            gt[role][stamp] = boxes
     return gt
 
 
@@ -286,10 +354,24 @@ def plan_bag(options: ReplayOptions) -> BagPlan:
             gt_thermal=gt["ground_truth_thermal"],
             readable_messages=scan.readable,
             problem=scan.problem,
+            stamp_issues=_stamp_issues(scan, roles),
+            truncated=getattr(reader, "truncated", None),
         )
     if not plan.rgb_stamps or not plan.thermal_stamps:
         raise BagUnusable(f"bag {options.bag} is unreadable from the start: {scan.problem}")
+    _read_params_file(plan, options.bag)
     return plan
+
+
+def _read_params_file(plan: BagPlan, bag: Path) -> None:
+    """The fusion settings that travel with the bag: what ``ros2 launch ... params_file:=``
+    gives nodes started elsewhere, so the in-process nodes fuse the same way."""
+    from mmdrfuse_ros.bag.params import read_params
+
+    try:
+        plan.params_file = read_params(bag) or {}
+    except ValueError as exc:
+        plan.params_problem = f"the bag's params file is not used: {exc}"
 
 
 def _json_doc(topic: str, raw: bytes) -> dict:

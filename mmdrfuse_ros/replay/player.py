@@ -26,7 +26,8 @@ from typing import Any
 from mmdrfuse_ros import topics
 from mmdrfuse_ros.bag import io
 from mmdrfuse_ros.replay.measurements import Measurements
-from mmdrfuse_ros.replay.plan import BagPlan, ReplayError, ReplayOptions, ReplayStopped
+from mmdrfuse_ros.replay.plan import BagPlan, ReplayError, ReplayOptions
+from mmdrfuse_ros.replay.signals import STOP_SIGNALS, Interrupted
 
 _PREFETCH = 24  # messages decompressed ahead of the player
 _BATCH_S = 0.1  # how often the player reports what it published
@@ -47,12 +48,14 @@ class Ready:
 
 @dataclass(frozen=True)
 class Publication:
-    """One message the player sent: its role, header stamp, send time and lateness."""
+    """One message the player sent: its role, header stamp, send time, lateness, and its index
+    in the playback (unique per message, across loops, whatever the stamps)."""
 
     role: str
     stamp: int
     t: float  # monotonic seconds
     lag_s: float  # send time - scheduled time
+    index: int = -1
 
 
 @dataclass(frozen=True)
@@ -104,8 +107,13 @@ class PlayerJob:
             types["camera_info"] = io.CAMERA_INFO
         return cls(bag=str(options.bag), rate=options.rate, loop=options.loop, roles=roles,
                    types=types, start_ns=plan.start_ns,
-                   loop_period_ns=(plan.end_ns - plan.start_ns) + _LOOP_GAP_NS,
+                   loop_period_ns=loop_period_ns(plan),
                    needed=needed)  # fmt: skip
+
+
+def loop_period_ns(plan: BagPlan) -> int:
+    """How far each loop shifts the stamps and log times of the previous one."""
+    return (plan.end_ns - plan.start_ns) + _LOOP_GAP_NS
 
 
 # ----------------------------------------------------------------------------- the process
@@ -118,8 +126,10 @@ def _ros_type(msgtype: str) -> type:
 def player_main(job: PlayerJob, conn: Any) -> None:
     """The player process: wait for readers and Go, publish the bag, report what went out.
 
-    Ctrl-C reaches the whole process group; the player ignores it and stops when the parent
-    says Stop, so that its last report always arrives and an interrupted replay says so.
+    Ctrl-C reaches the whole process group, ``timeout`` or ``docker stop`` may SIGTERM it: the
+    player ignores both and stops when the parent says Stop, so that its last report always
+    arrives and an interrupted replay says what was played. When the parent dies, the next send
+    fails (BrokenPipeError) and the player ends.
     """
     import rclpy
     from rclpy.node import Node
@@ -127,7 +137,8 @@ def player_main(job: PlayerJob, conn: Any) -> None:
     from rclpy.signals import SignalHandlerOptions
     from rosgraph_msgs.msg import Clock
 
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    for signum in STOP_SIGNALS:
+        signal.signal(signum, signal.SIG_IGN)
     rclpy.init(signal_handler_options=SignalHandlerOptions.NO)
     node = Node("mmdrfuse_replay_player")
     # reliable, like `ros2 bag play`: matches best-effort and reliable readers alike
@@ -213,7 +224,7 @@ class _Playback:
         job, clock = self.job, Clock()
         t0: float | None = None
         last_send = time.monotonic()
-        for loop, role, log_ns, raw in self.items():
+        for index, (loop, role, log_ns, raw) in enumerate(self.items()):
             offset = loop * job.loop_period_ns
             if offset:  # later loops: shift stamps so that time never runs backwards
                 raw = io.with_header_stamp(raw, io.header_stamp_from_cdr(raw) + offset)
@@ -228,7 +239,8 @@ class _Playback:
             self.clock_pub.publish(clock)
             self.pubs[role].publish(raw)
             now = time.monotonic()
-            batch.append(Publication(role, io.header_stamp_from_cdr(raw), now, now - target))
+            batch.append(Publication(role, io.header_stamp_from_cdr(raw), now, now - target,
+                                     index))  # fmt: skip
             if now - last_send > _BATCH_S:
                 self.conn.send(Published(tuple(batch)))
                 batch.clear()
@@ -265,17 +277,20 @@ class PlayerProcess:
     def play(self, meas: Measurements, progress: Callable[[int], Any]) -> None:
         """Start playback and record what the player reports until it is Done.
 
-        Ctrl-C stops the player and raises ReplayStopped; ``error`` is what ended the bag early.
+        A stop signal (Interrupted, or KeyboardInterrupt where the replay's handlers are not
+        installed) stops the player, records what it sent until then, and raises Interrupted;
+        ``error`` is what ended the bag early.
         """
         self.conn.send(Go())
         meas.t0 = time.monotonic()
         try:
             self._record(self._messages(), meas, progress)
-        except KeyboardInterrupt:
+        except (Interrupted, KeyboardInterrupt) as exc:
             self.stop()
-            with contextlib.suppress(Exception, KeyboardInterrupt):  # what it sent until Stop
+            with contextlib.suppress(Exception, Interrupted, KeyboardInterrupt):
                 self._record(self._messages(timeout_s=_STOP_WAIT_S), meas, progress)
-            raise ReplayStopped("interrupted (Ctrl-C) during playback") from None
+            signum = exc.signum if isinstance(exc, Interrupted) else signal.SIGINT
+            raise Interrupted(signum, "playback") from None
 
     def _record(self, messages: Iterator[PlayerMessage], meas: Measurements,
                 progress: Callable[[int], Any]) -> None:  # fmt: skip
@@ -285,7 +300,7 @@ class PlayerProcess:
                 return
             if isinstance(message, Published):
                 for p in message.items:
-                    meas.add_published(p.role, p.stamp, p.t, p.lag_s)
+                    meas.add_published(p.role, p.stamp, p.t, p.lag_s, p.index)
                 progress(len(message.items))
 
     def _messages(self, timeout_s: float | None = None) -> Iterator[PlayerMessage]:

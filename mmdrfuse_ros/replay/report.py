@@ -85,12 +85,19 @@ class Section:
 def _summary(report: Report) -> Section:
     bag, settings = report.get("bag", {}), report.get("settings", {})
     top = Section("Summary")
-    if report.get("status", "ok") != "ok":
+    status = report.get("status", "ok")
+    if status != "ok":
         top.text.append(
-            "**The replay did not complete**: "
+            ("**The replay was interrupted**" if status == "interrupted"
+             else "**The replay did not complete**") + ": "
             + "; ".join(report.get("errors", []) or ["unknown error"])
             + ". What was measured before the problem is below."
-        )
+        )  # fmt: skip
+    fallback = settings.get("detector_fallback")
+    if fallback:
+        top.text.append(f"**Detector fallback**: {fallback}")
+    for warning in report.get("warnings", []):
+        top.text.append(f"**Warning**: {warning}")
     top.text.append(
         f"Bag `{bag.get('path', '?')}` ({_fmt(bag.get('duration_s'), 2)} s, "
         f"{bag.get('storage', '?')}), played at rate {_fmt(settings.get('rate'), 2)}"
@@ -149,6 +156,21 @@ def _latency(report: Report, files: dict[str, str]) -> Section | None:
     if note:
         sec.text.append(note)
     sec.image = files.get("latency_plot")
+    return sec
+
+
+def _stages(report: Report, files: dict[str, str]) -> Section | None:
+    stages = report.get("stages_ms", {})
+    if not stages:
+        return None
+    sec = Section("Where the time goes (ms per frame, by stage)",
+                  header=["node", "stage", "p50", "p95"])  # fmt: skip
+    for node, rows in stages.items():
+        for stage, q in rows.items():
+            sec.rows.append([node, stage.replace("_", " "), _fmt(q.get("p50"), 2),
+                             _fmt(q.get("p95"), 2)])  # fmt: skip
+    sec.text.append("From the nodes' own timing (their stats in-process, their /diagnostics "
+                    "when external): the last frames of the replay.")  # fmt: skip
     return sec
 
 
@@ -213,7 +235,7 @@ def _sample_frames(report: Report, files: dict[str, str]) -> Section | None:
 
 #: the sections after the summary, in display order; each returns None when it has nothing.
 _SECTIONS: tuple[Callable[[Report, dict[str, str]], Section | None], ...] = (
-    _counts, _latency, _throughput, _fusion_quality, _detection, _sample_frames,
+    _counts, _latency, _stages, _throughput, _fusion_quality, _detection, _sample_frames,
 )  # fmt: skip
 
 
@@ -483,7 +505,12 @@ def terminal_summary(report: Report, folder: str | Path | None = None) -> str:
     lines = []
     status = report.get("status", "ok")
     if status != "ok":
-        lines.append("REPLAY FAILED: " + "; ".join(report.get("errors", [])))
+        lines.append(("REPLAY INTERRUPTED: " if status == "interrupted" else "REPLAY FAILED: ")
+                     + "; ".join(report.get("errors", [])))  # fmt: skip
+    fallback = report.get("settings", {}).get("detector_fallback")
+    if fallback:
+        lines.append(f"DETECTOR FALLBACK: {fallback}")
+    lines += [f"WARNING: {w}" for w in report.get("warnings", [])]
     c = report.get("counts", {})
     if c:
         lines.append(
@@ -520,6 +547,10 @@ def terminal_summary(report: Report, folder: str | Path | None = None) -> str:
     failed = [ch["name"] for ch in report.get("checks", []) if not ch.get("ok")]
     if failed:
         lines.append("COUNTS DO NOT ADD UP: " + "; ".join(failed))
+    stages = report.get("stages_ms", {})
+    for node, rows in stages.items():
+        lines.append(f"{node} stages p50/p95 ms: " + ", ".join(
+            f"{k} {_fmt(q.get('p50'), 1)}/{_fmt(q.get('p95'), 1)}" for k, q in rows.items()))
     if folder is not None:
         lines.append(f"report: {Path(folder) / FILES['html']} (and report.md, report.json)")
     return "\n".join(lines)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, fields
+from pathlib import Path
 from typing import Any
 
 #: n, mean, p50, p95, p99, max, min of a latency in milliseconds (only n when there is none).
@@ -181,18 +182,23 @@ class SessionInfo:
     detector_params: dict[str, Any] | None = None
     backend_used: str | None = None
     detector_backend: str | None = None
+    detector_used: str | None = None  # what runs: yolox, onnx, hog
+    detector_fallback: str | None = None  # why backend auto fell back to HOG ("" or None: no)
 
     def to_dict(self) -> dict[str, Any]:
         return {"fastdds_profile_used": self.fastdds_profile_used,
                 **_without_none({"fusion_params": self.fusion_params,
                                  "detector_params": self.detector_params,
                                  "backend_used": self.backend_used,
-                                 "detector_backend": self.detector_backend})}  # fmt: skip
+                                 "detector_backend": self.detector_backend,
+                                 "detector_used": self.detector_used,
+                                 "detector_fallback": self.detector_fallback or None})}  # fmt: skip
 
 
 @dataclass(eq=False)
 class ReplayReport(Mapping[str, Any]):
-    """The whole report. ``status`` is "error" as soon as there is an error."""
+    """The whole report. ``status``: "interrupted" after a stop signal, else "error" as soon as
+    there is an error, else "ok"."""
 
     options: dict[str, Any]  # the replay's options, JSON-able
     created_unix: float
@@ -201,6 +207,9 @@ class ReplayReport(Mapping[str, Any]):
     bag: dict[str, Any] = field(default_factory=dict)
     session: SessionInfo | None = None
     external_hint: str | None = None
+    interrupted: str | None = None  # the stop signal, e.g. "interrupted by SIGINT during playback"
+    warnings: list[str] = field(default_factory=list)  # e.g. a misconfigured external node
+    stages: dict[str, dict[str, dict[str, float]]] | None = None  # node -> stage -> p50/p95 ms
     wall_s: dict[str, float] = field(default_factory=dict)
     counts: CountsSection | None = None
     latency: LatencySection | None = None
@@ -210,10 +219,13 @@ class ReplayReport(Mapping[str, Any]):
     traceback: str | None = None
     report_warnings: list[str] | None = None
     files: dict[str, str] | None = None
+    folder: Path | None = None  # where the files were written (None: nowhere); not in the JSON
     tool: str = "mmdrfuse replay"
 
     @property
     def status(self) -> str:
+        if self.interrupted:
+            return "interrupted"
         return "error" if self.errors else "ok"
 
     def to_dict(self) -> dict[str, Any]:
@@ -222,6 +234,10 @@ class ReplayReport(Mapping[str, Any]):
                                "errors": list(self.errors), "created_unix": self.created_unix,
                                "machine": self.machine, "settings": settings,
                                "bag": self.bag}  # fmt: skip
+        if self.interrupted:
+            out["interrupted"] = self.interrupted
+        if self.warnings:
+            out["warnings"] = list(self.warnings)
         if self.external_hint:
             out["external_hint"] = self.external_hint
         if self.wall_s:
@@ -233,6 +249,8 @@ class ReplayReport(Mapping[str, Any]):
             out["fusion_metrics"] = self.fusion_metrics.to_dict()
         if self.detection is not None:
             out["detection"] = self.detection.to_dict()
+        if self.stages:
+            out["stages_ms"] = self.stages
         out.update(_without_none({"recorder_errors": self.recorder_errors,
                                   "traceback": self.traceback,
                                   "report_warnings": self.report_warnings,

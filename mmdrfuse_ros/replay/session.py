@@ -58,9 +58,9 @@ class KeepPolicy:
 
 
 def fusion_parameters(options: ReplayOptions, plan: BagPlan) -> dict[str, Any]:
-    """The fusion node's parameters for this bag: sim time, its homography and transports,
-    then the user's ``--fusion-param`` values."""
-    params: dict[str, Any] = {"use_sim_time": True}
+    """The fusion node's parameters for this bag: sim time, the bag's params file, its
+    homography and transports, then the user's ``--fusion-param`` values."""
+    params: dict[str, Any] = {"use_sim_time": True, **plan.params_file}
     if plan.homography is not None:
         params["homography"] = plan.homography.reshape(-1).tolist()
     if plan.thermal_type == io.COMPRESSED_IMAGE:
@@ -184,10 +184,12 @@ class RosSession:
     def __init__(self, options: ReplayOptions, plan: BagPlan, meas: Measurements) -> None:
         import rclpy
         from rclpy.context import Context
+        from rclpy.signals import SignalHandlerOptions
 
         self.options, self.plan, self.meas = options, plan, meas
         self.context = Context()
-        rclpy.init(context=self.context)
+        # the replay's own handlers (replay.signals) turn SIGINT/SIGTERM into a partial report
+        rclpy.init(context=self.context, signal_handler_options=SignalHandlerOptions.NO)
         self.nodes: list[Any] = []
         self.fusion: Any = None
         self.detector: Any = None
@@ -262,6 +264,29 @@ class RosSession:
     def backend_used(self) -> str | None:
         return self.fusion.stats().get("backend") if self.fusion is not None else None
 
+    def detector_stats(self) -> dict[str, Any] | None:
+        """The detector's counters and settings: in-process from the node, external from its
+        last /diagnostics status (None: no detector, or nothing heard from it)."""
+        if self.detector is not None:
+            with contextlib.suppress(Exception):
+                return dict(self.detector.stats())
+            return None
+        if not self.options.external or not self.options.detector:
+            return None
+        from mmdrfuse_ros.nodes.detector_node import NODE_NAME, DetectorNode
+
+        with self.meas.lock:
+            values = self.meas.diagnostics.get(f"{NODE_NAME}: {DetectorNode.TASK}")
+        return dict(values) if values else None
+
+    def fusion_values(self) -> dict[str, Any] | None:
+        """The fusion node's stats in-process, its last /diagnostics values when external."""
+        if self.fusion is not None:
+            return self.fusion_stats()
+        with self.meas.lock:
+            values = self.meas.diagnostics.get(self.status_name)
+        return dict(values) if values else None
+
     def detector_backend(self) -> str | None:
         if self.detector is None:
             return None
@@ -308,14 +333,15 @@ class RosSession:
         return "the in-process nodes did not connect (DDS discovery)"
 
     # -- draining ----------------------------------------------------------------------------
-    def drain(self) -> None:
+    def drain(self, quiet_s: float | None = None, timeout_s: float | None = None) -> None:
         """Wait for the last outputs: until nothing new arrived for ``quiet_s`` (or the timeout),
-        and at least one fresh /diagnostics period later."""
+        and at least one fresh /diagnostics period later. Defaults: the options' values."""
         opts, meas = self.options, self.meas
-        deadline = time.monotonic() + opts.drain_timeout_s
+        timeout = opts.drain_timeout_s if timeout_s is None else timeout_s
+        deadline = time.monotonic() + timeout
         last = meas.counts()
         quiet_since = time.monotonic()
-        quiet = max(opts.quiet_s, 1.5)
+        quiet = max(opts.quiet_s, 1.5) if quiet_s is None else quiet_s
         while time.monotonic() < deadline:
             time.sleep(0.1)
             now_counts = meas.counts()
@@ -324,7 +350,7 @@ class RosSession:
             elif (time.monotonic() - quiet_since >= quiet and self._nodes_idle()
                   and self._diagnostics_fresh(quiet_since)):  # fmt: skip
                 return
-        meas.note_error(f"outputs still arriving after the {opts.drain_timeout_s:.0f} s drain")
+        meas.note_error(f"outputs still arriving after the {timeout:.0f} s drain")
 
     def _diagnostics_fresh(self, since: float) -> bool:
         """External nodes: a fusion /diagnostics status received after the last output."""
