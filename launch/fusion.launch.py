@@ -34,7 +34,9 @@ Checked before any node starts: ``params_file`` exists and is YAML of that shape
 parameter of the node its section applies to (``/**``: of one of them), with the parameter's
 type (``1`` is not a double: write ``1.0``), choices and range, and the resulting configuration
 of each node is one it accepts; the launch arguments likewise. Anything wrong stops the launch
-with a non-zero exit and names the file, the key and the reason. The nodes then get the
+with a non-zero exit and names the file, the key and the reason (the checks are
+:mod:`mmdrfuse_ros.settings.params_file`, which ``mmdrfuse bag`` and ``mmdrfuse calibrate`` use
+on the params files they write). The nodes then get the
 validated values in a generated YAML file (``--params-file``), so what was checked is exactly
 what they apply.
 
@@ -53,10 +55,9 @@ images are not lost (see the README). ``fastdds_profile:=''`` turns it off;
 
 from __future__ import annotations
 
-import difflib
 import os
 import tempfile
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -67,13 +68,18 @@ from launch_ros.actions import Node
 
 from launch import LaunchDescription
 from mmdrfuse_ros import topics
+from mmdrfuse_ros.settings.params_file import (
+    NODES,
+    ParamsFileError,
+    check_configuration,
+    describe,
+    file_values,
+    shipped_values,
+)
 from mmdrfuse_ros.transport import DEFAULT_PROFILE_NAME, PROFILE_VARIABLES, profile_environment
 
 PACKAGE = "mmdrfuse_ros"
-NODES = ("fusion_node", "detector_node")
 LOG_LEVELS = ("debug", "info", "warn", "error", "fatal")
-#: parameters every rclpy node has, accepted in any section
-COMMON_PARAMS = {"use_sim_time": "bool"}
 #: launch argument -> (nodes, parameter) it sets when it is given
 ARGUMENT_PARAMS = {
     "use_sim_time": (NODES, "use_sim_time"),
@@ -89,8 +95,8 @@ GIVEN_ARGUMENTS = "mmdrfuse_ros_given_arguments"
 _TRUE, _FALSE = ("true", "1", "yes", "on"), ("false", "0", "no", "off")
 
 
-class LaunchConfigurationError(ValueError):
-    """A params file or launch argument the nodes would refuse: names the source and key."""
+class LaunchConfigurationError(ParamsFileError):
+    """A launch argument the nodes would refuse: names the argument and the reason."""
 
 
 # ------------------------------------------------------------------------ arguments
@@ -118,173 +124,6 @@ def argument_table(config: Path) -> tuple[tuple[str, str, str], ...]:
         ("fastdds_profile", str(config / DEFAULT_PROFILE_NAME), "Fast DDS XML profile for the "
          f"nodes ('' = none); an exported {' or '.join(PROFILE_VARIABLES)} wins"),
     )  # fmt: skip
-
-
-# ------------------------------------------------------------------------ parameter tables
-def parameter_tables() -> dict[str, tuple[tuple[Any, ...], Callable[[Mapping], str | None]]]:
-    """node -> (its parameter table, the node's own check of one whole configuration)."""
-    from mmdrfuse_ros.settings.detector import DETECTOR_PARAMS, check_detector_values
-    from mmdrfuse_ros.settings.fusion import FUSION_PARAMS, check_fusion_values
-
-    return {
-        "fusion_node": (FUSION_PARAMS, check_fusion_values),
-        "detector_node": (DETECTOR_PARAMS, lambda v: check_detector_values(v, load_model=True)),
-    }
-
-
-def ros_type(param: Any) -> str:
-    """The ROS type a node declares a table entry with: bool, integer, double, string, <x>_array."""
-    if param.array_type:
-        return param.array_type
-    if isinstance(param.default, (list, tuple)):
-        return f"{value_type(param.default[0]) if param.default else 'double'}_array"
-    return value_type(param.default) or "string"
-
-
-def value_type(value: Any) -> str | None:
-    """The ROS type a YAML value is read as (None: no parameter type, e.g. a mixed list)."""
-    if isinstance(value, bool):
-        return "bool"
-    if isinstance(value, int):
-        return "integer"
-    if isinstance(value, float):
-        return "double"
-    if isinstance(value, str):
-        return "string"
-    if isinstance(value, list):
-        if not value:
-            return "empty_array"
-        kinds = {value_type(item) for item in value}
-        if len(kinds) == 1 and kinds <= {"bool", "integer", "double", "string"}:
-            return f"{kinds.pop()}_array"
-    return None
-
-
-def check_type(expected: str, value: Any) -> str | None:
-    """Why ``value`` is not of the ROS type ``expected`` (rclpy would refuse it), or None."""
-    got = value_type(value)
-    if got == expected or (got == "empty_array" and expected.endswith("_array")):
-        return None  # [] leaves an array parameter unset
-    hint = ""
-    if expected.startswith("double") and got and got.startswith("integer"):
-        hint = " (write 1.0, not 1)"
-    shown = got.replace("_", " ") if got else type(value).__name__
-    return f"expected {expected.replace('_', ' ')}, got {shown} {value!r}{hint}"
-
-
-# ------------------------------------------------------------------------ the params file
-def section_nodes(key: str, namespace: str) -> tuple[str, ...]:
-    """The nodes of this file that a params-file section applies to (none: not ours)."""
-    if key in ("/**", "**"):
-        return NODES
-    ns = namespace.strip("/")
-    for node in NODES:
-        names = {node, f"/{node}", f"/**/{node}", f"**/{node}"}
-        if ns:
-            names |= {f"{ns}/{node}", f"/{ns}/{node}"}
-        if key in names:
-            return (node,)
-    return ()
-
-
-def flatten(mapping: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    """Nested YAML mappings as ROS parameter names (``a: {b: 1}`` is parameter ``a.b``)."""
-    flat: dict[str, Any] = {}
-    for key, value in mapping.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, Mapping):
-            flat.update(flatten(value, f"{name}."))
-        else:
-            flat[name] = value
-    return flat
-
-
-def read_params_file(path: str, namespace: str) -> list[tuple[str, tuple[str, ...], dict]]:
-    """(section, nodes, {parameter: value}) of each section, in file order; shape errors raise."""
-    file = Path(path).expanduser()
-    where = f"params_file {str(file)!r}"
-    if not file.is_file():
-        raise LaunchConfigurationError(f"{where}: no such file")
-    try:
-        data = yaml.safe_load(file.read_text())
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
-        raise LaunchConfigurationError(
-            f"{where}: not readable as YAML: {_yaml_reason(exc)}"
-        ) from exc
-    if not isinstance(data, Mapping) or not data:
-        raise LaunchConfigurationError(
-            f"{where}: expected a mapping of node sections (fusion_node:, detector_node:, /**:),"
-            f" got {type(data).__name__}"
-        )
-    sections = []
-    for key, body in data.items():
-        nodes = section_nodes(str(key), namespace)
-        if not nodes:
-            raise LaunchConfigurationError(
-                f"{where}: section {key!r} matches no node of this launch file (use "
-                f"{', '.join(NODES)} or /** for both)"
-            )
-        if not isinstance(body, Mapping) or set(body) != {"ros__parameters"}:
-            raise LaunchConfigurationError(
-                f"{where}: section {key!r} must hold exactly one key, ros__parameters"
-            )
-        params = body["ros__parameters"]
-        if not isinstance(params, Mapping):
-            raise LaunchConfigurationError(f"{where}: {key}.ros__parameters must be a mapping")
-        sections.append((str(key), nodes, flatten(params)))
-    return sections
-
-
-def _yaml_reason(exc: Exception) -> str:
-    """One line: where in the file and what the YAML parser found."""
-    mark = getattr(exc, "problem_mark", None)
-    if mark is None:
-        return " ".join(str(exc).split())
-    return f"line {mark.line + 1}, column {mark.column + 1}: {getattr(exc, 'problem', exc)}"
-
-
-def file_values(
-    path: str, namespace: str, tables: Mapping[str, tuple[tuple[Any, ...], Any]]
-) -> dict[str, dict[str, Any]]:
-    """node -> {parameter: value} from the params file, each key checked against the tables."""
-    where = f"params_file {str(Path(path).expanduser())!r}"
-    values: dict[str, dict[str, Any]] = {node: {} for node in NODES}
-    for key, nodes, params in read_params_file(path, namespace):
-        for name, value in params.items():
-            owners = [n for n in nodes if name in _table(tables[n])] + (
-                list(nodes) if name in COMMON_PARAMS else [])  # fmt: skip
-            if not owners and name.startswith("qos_overrides."):
-                owners = list(nodes)  # rclpy declares and checks these itself
-            if not owners:
-                known = sorted({p for n in nodes for p in _table(tables[n])} | set(COMMON_PARAMS))
-                close = difflib.get_close_matches(name, known, n=1)
-                raise LaunchConfigurationError(
-                    f"{where}: {key}.{name}: unknown parameter of {' and '.join(nodes)}"
-                    + (f" (did you mean {close[0]!r}?)" if close else "")
-                )
-            for node in owners:
-                param = _table(tables[node]).get(name)
-                expected = ros_type(param) if param is not None else COMMON_PARAMS.get(name)
-                if expected and (reason := check_type(expected, value)):
-                    raise LaunchConfigurationError(f"{where}: {key}.{name}: {reason}")
-                values[node][name] = value
-    return values
-
-
-def _table(entry: tuple[tuple[Any, ...], Any]) -> dict[str, Any]:
-    return {param.name: param for param in entry[0]}
-
-
-def shipped_values(config: Path) -> dict[str, dict[str, Any]]:
-    """node -> {parameter: value} of config/<node>.yaml (their ``/**`` sections)."""
-    values = {}
-    for node in NODES:
-        data = yaml.safe_load((config / f"{node.removesuffix('_node')}.yaml").read_text()) or {}
-        merged: dict[str, Any] = {}
-        for body in data.values():
-            merged.update(flatten((body or {}).get("ros__parameters", {})))
-        values[node] = merged
-    return values
 
 
 # ------------------------------------------------------------------------ launch arguments
@@ -321,19 +160,6 @@ def argument_values(arguments: Mapping[str, str], given: Iterable[str]) -> dict:
     return values
 
 
-def check_configuration(node: str, values: Mapping[str, Any], tables: Mapping, source: str):
-    """Raise with ``source`` and the reason when ``node`` would refuse this configuration."""
-    from mmdrfuse_ros.settings import defaults
-
-    table, check = tables[node]
-    for name, value in values.items():
-        param = _table(tables[node]).get(name)
-        if param is not None and (reason := check_type(ros_type(param), value)):
-            raise LaunchConfigurationError(f"{source}: {node}.{name}: {reason}")
-    if reason := check(defaults(table) | dict(values)):
-        raise LaunchConfigurationError(f"{source}: {node}: {reason}")
-
-
 def resolve_parameters(
     arguments: Mapping[str, str], given: Iterable[str], config: Path
 ) -> dict[str, dict[str, Any]]:
@@ -343,22 +169,19 @@ def resolve_parameters(
         raise LaunchConfigurationError(
             f"launch argument log_level:={level!r}: expected one of {', '.join(LOG_LEVELS)}"
         )
-    tables = parameter_tables()
     shipped = shipped_values(config)
     params_file = arguments["params_file"]
-    namespace = arguments["namespace"]
     from_file = {node: {} for node in NODES}
     if params_file:
-        from_file = file_values(params_file, namespace, tables)
+        from_file = file_values(params_file, arguments["namespace"])
     from_arguments = argument_values(arguments, given)
     resolved = {}
     for node in NODES:
         with_file = shipped[node] | from_file[node]
         if params_file:
-            where = f"params_file {str(Path(params_file).expanduser())!r}"
-            check_configuration(node, with_file, tables, where)
+            check_configuration(node, with_file, describe(params_file), strict=False)
         final = with_file | from_arguments[node]
-        check_configuration(node, final, tables, "launch arguments")
+        check_configuration(node, final, "launch arguments", strict=False)
         use_sim_time = final.get("use_sim_time", False)
         resolved[node] = from_file[node] | from_arguments[node] | {"use_sim_time": use_sim_time}
     return resolved
