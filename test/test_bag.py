@@ -453,8 +453,8 @@ def test_synth_writes_the_params_the_launch_accepts(small_bag: Path, monkeypatch
 
 
 def test_params_are_checked_against_the_node_table(tmp_path: Path, monkeypatch) -> None:
-    for bad, message in [({"homografy": [1.0] * 9}, "no parameter"),
-                         ({"homography": [1, 0, 0, 0, 1, 0, 0, 0, 1]}, "double_array"),
+    for bad, message in [({"homografy": [1.0] * 9}, "unknown parameter"),
+                         ({"homography": [1, 0, 0, 0, 1, 0, 0, 0, 1]}, "expected double array"),
                          ({"thermal_norm": "median"}, "thermal_norm"),
                          ({"homography": [0.0] * 9}, "singular")]:  # fmt: skip
         with pytest.raises(ValueError, match=message):

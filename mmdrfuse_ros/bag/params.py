@@ -60,39 +60,12 @@ def fusion_params_for(
     return params
 
 
-def _ros_type(default: Any, array_type: str | None) -> str:
-    """The ROS type the node declares a parameter with (the launch file's rule)."""
-    if array_type:
-        return array_type
-    value = default[0] if isinstance(default, list | tuple) and default else default
-    kind = {bool: "bool", int: "integer", float: "double", str: "string"}.get(type(value),
-                                                                              "double")
-    return f"{kind}_array" if isinstance(default, list | tuple) else kind
-
-
-def _value_type(value: Any) -> str | None:
-    if isinstance(value, list):
-        kinds = {_value_type(v) for v in value}
-        return f"{kinds.pop()}_array" if len(kinds) == 1 else None
-    return {bool: "bool", int: "integer", float: "double", str: "string"}.get(type(value))
-
-
 def check_params(params: Mapping[str, Any]) -> None:
-    """ValueError unless the fusion node would accept every value: a known name, its ROS type
-    (``1`` is not a double), and the node's own check of the whole configuration."""
-    from mmdrfuse_ros.settings import defaults
-    from mmdrfuse_ros.settings.fusion import FUSION_PARAMS, check_fusion_values
+    """ValueError unless the fusion node would accept every value (the params-file rules of
+    :func:`mmdrfuse_ros.settings.params_file.check_node_params`)."""
+    from mmdrfuse_ros.settings.params_file import check_node_params
 
-    table = {p.name: p for p in FUSION_PARAMS}
-    for name, value in params.items():
-        spec = table.get(name)
-        if spec is None:
-            raise ValueError(f"{NODE} has no parameter {name!r}")
-        expected = _ros_type(spec.default, spec.array_type)
-        if _value_type(value) != expected:
-            raise ValueError(f"{NODE}.{name}: expected {expected}, got {value!r}")
-    if reason := check_fusion_values(defaults(FUSION_PARAMS) | dict(params)):
-        raise ValueError(f"{NODE}: {reason}")
+    check_node_params(NODE, dict(params), "bag params")
 
 
 def params_path(bag: str | Path) -> Path:
