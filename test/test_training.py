@@ -316,3 +316,85 @@ def test_shipped_default_weights_come_from_this_tool() -> None:
     assert meta["data"]["val_pairs"] > 0
     side = json.loads(default_weights_path().with_suffix(".json").read_text())
     assert side["training"]["recipe"] == training["recipe"]
+
+
+# -- several data folders, scene splits, the comparison table ------------------------------------
+
+
+def _numbered(root: Path, names: list[str]) -> Path:
+    """A folder of synthetic pairs named like LLVIP frames (six digits, scene first)."""
+    write_synthetic_dataset(root, n=len(names), height=32, width=40, seed=5)
+    for i, name in enumerate(names):
+        for side in ("ir", "vi"):
+            (root / side / f"{i:03d}.png").rename(root / side / f"{name}.png")
+    return root
+
+
+def test_scene_numbered_folders_are_split_by_scene(synth, tmp_path) -> None:
+    from mmdrfuse_ros.training.data import split_folder, spread
+
+    names = ["010101", "010102", "190001", "190002", "200002"]
+    assert split_folder(names, 0.1, "01,20") == (["190001", "190002"],
+                                                  ["010101", "010102", "200002"])
+    assert split_folder(names, 0.4, None) == split_names(names, 0.4)  # no scenes: as before
+    with pytest.raises(DataError, match="nothing to train on"):
+        split_folder(["010101"], 0.1, "01")
+    corners = [(0, i) for i in range(10)]
+    assert spread(corners, 3) == [(0, 0), (0, 4), (0, 9)] and spread(corners, None) == corners
+    llvip = _numbered(tmp_path / "llvip" / "unlabelled", names)
+    cfg = tiny_config()
+    set_dotted(cfg, "data.val_scenes", "01,20")
+    set_dotted(cfg, "data.max_patches_per_pair", 2)
+    data = prepare_data([synth, llvip], cfg)
+    assert "llvip/unlabelled/190001" in data.train_names
+    assert "llvip/unlabelled/010101" in data.val_names
+    assert not any(n.startswith("llvip/unlabelled/19") for n in data.val_names)
+    source = data.info["sources"][1]
+    assert (source["pairs"], source["train_pairs"], source["val_pairs"]) == (5, 2, 3)
+    assert not Path(source["path"]).is_absolute()
+    assert len(data.patches) == 2 * len(data.train_names)
+
+
+def test_metadata_paths_are_scrubbed() -> None:
+    from mmdrfuse_ros.training.export import scrub_paths
+
+    meta = {"data": {"path": "/abs/machine/roadscene", "sources": [{"path": "/x/llvip"}]},
+            "training": {"teacher": {"source": "/home/u/runs/teacher.pt"}}, "name": "/kept"}
+    clean = scrub_paths(meta)
+    assert clean["data"]["path"] == "roadscene" and clean["data"]["sources"][0]["path"] == "llvip"
+    assert clean["training"]["teacher"]["source"] == "teacher.pt" and clean["name"] == "/kept"
+
+
+def test_students_table_on_tiny_folders(synth, tmp_path) -> None:
+    from mmdrfuse_ros.training.students import StudentsRequest, compare
+
+    llvip = _numbered(tmp_path / "llvip" / "unlabelled", ["010101", "190001", "200002"])
+    torch.save(StudentNet().state_dict(), tmp_path / "published.model")
+    req = StudentsRequest([synth, llvip], [("ours", default_weights_path())],
+                          ["raw", "percentile"], tmp_path / "published.model",
+                          flicker_frames=4)
+    text, rows = compare(req)
+    labels = [r.label for r in rows]
+    assert labels == ["pixel average", "pixel max", "published student, authors' min-max",
+                      "published student, raw", "ours, raw", "ours, percentile"]
+    assert "llvip/unlabelled only:" in text and "Flicker on" in text
+    assert all(set(r.metrics["all"]) == {"EN", "SD", "SF", "MI", "SCD", "VIF", "Qabf", "SSIM"}
+               for r in rows)
+    assert "YOLOX AP not measured" in text
+
+
+def test_students_cli_refuses_bad_input(synth, tmp_path, capsys) -> None:
+    import argparse
+
+    from mmdrfuse_ros.training.cli import add_students_arguments, run_students
+
+    parser = argparse.ArgumentParser()
+    add_students_arguments(parser)
+    bad_mapping = parser.parse_args(["--data", str(synth), "--mappings", "raw,gamma"])
+    assert run_students(bad_mapping) == 2 and "gamma" in capsys.readouterr().err
+    bad_student = parser.parse_args(["--data", str(synth), "--student", "no-equals-sign"])
+    assert run_students(bad_student) == 2 and "LABEL=PATH" in capsys.readouterr().err
+    out = tmp_path / "table.md"
+    ok = parser.parse_args(["--data", str(synth), "--mappings", "raw", "--flicker-frames", "0",
+                            "--out", str(out)])
+    assert run_students(ok) == 0 and "| shipped student, raw |" in out.read_text()

@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from mmdrfuse_ros.outputs import OutputError, check_output, ensure_writable, write_result
 from mmdrfuse_ros.training import STAGES, TrainingInputError
 
 if TYPE_CHECKING:
@@ -36,6 +37,17 @@ result. Exit codes: 0 done, 2 bad input (nothing trained), 130 interrupted (resu
 ``--resume``).
 """
 
+STUDENTS_DESCRIPTION = """\
+Score, in one table, the pixel average and maximum, the published student (with its authors'
+per-image min-max output, and raw), our shipped student and each --student, under each output
+mapping, on the held-out validation pairs (RoadScene's split + the held-out LLVIP scenes), with
+fused YOLOX AP@0.5 on the labelled LLVIP pairs and a flicker table. For example:
+
+    mmdrfuse students --data ../shared/data/roadscene --data ../shared/data/llvip/unlabelled \
+        --published ../shared/models/mmdrfuse_published/student.model \
+        --labelled ../shared/data/llvip/labelled --student "candidate=runs/cpu/student/student.pt"
+"""
+
 #: flag -> config key, for the settings people change most; everything else via --set.
 FLAG_KEYS = {
     "patch_size": "data.patch_size",
@@ -44,6 +56,8 @@ FLAG_KEYS = {
     "flips": "data.flips",
     "subdir": "data.subdir",
     "max_patches": "data.max_patches",
+    "max_patches_per_pair": "data.max_patches_per_pair",
+    "val_scenes": "data.val_scenes",
     "teacher_width": "teacher.width",
     "teacher_epochs": "teacher.epochs",
     "student_epochs": "student.epochs",
@@ -72,18 +86,27 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "held-out split (full images) and write a Markdown table.")
     add_report_arguments(report)
     report.set_defaults(func=run_report)
+    students = subparsers.add_parser(
+        "students", help="one table: baselines, published and our students on held-out pairs",
+        description=STUDENTS_DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_students_arguments(students)
+    students.set_defaults(func=run_students)
 
 
 def add_train_arguments(p: argparse.ArgumentParser) -> None:
     """The arguments of ``mmdrfuse train`` (and ``training/train.py``)."""
-    p.add_argument("--data", type=Path, help="folder with ir/ + vi/ (or infrared/ + visible/)")
+    p.add_argument("--data", type=Path, action="append",
+                   help="folder with ir/ + vi/ (or infrared/ + visible/); repeat to add folders "
+                   "(each split on its own, see data.val_scenes)")
     p.add_argument("--out", type=Path, help="run folder (checkpoints, logs, exported student)")
     p.add_argument("--preset", default="paper",
                    help="'paper' (published, for a GPU), 'cpu' (~30 min on 2 cores) or a YAML path")
     p.add_argument("--stage", choices=STAGES, default="both")
     p.add_argument("--config", type=Path, help="YAML file with the same sections as --print-config")
-    p.add_argument("--teacher", type=Path,
-                   help="use this teacher (ours or the published state dict), do not train one")
+    p.add_argument("--teacher", "--teacher-weights", dest="teacher", type=Path,
+                   help="distil from this teacher checkpoint (ours, or a state dict in the "
+                   "published teacher_net.py layout, any width) instead of training one; a "
+                   "wrong layout is refused before any data is read")
     p.add_argument("--resume", action="store_true", help="continue the run in --out")
     p.add_argument("--overwrite", action="store_true", help="discard an earlier run in --out")
     p.add_argument("--print-config", action="store_true", help="print the resolved config, exit")
@@ -94,6 +117,10 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--flips", action=argparse.BooleanOptionalAction, default=None)
     g.add_argument("--subdir", help="modality sub-folder, e.g. 'train' for LLVIP")
     g.add_argument("--max-patches", type=int)
+    g.add_argument("--max-patches-per-pair", type=int,
+                   help="evenly spaced subset of each pair's patch grid")
+    g.add_argument("--val-scenes", help="scene-numbered (LLVIP) folders: hold out these scenes, "
+                   "e.g. 01,20")
     g.add_argument("--teacher-width", type=float, help="1.0 = the published 557k teacher")
     g.add_argument("--teacher-epochs", type=int)
     g.add_argument("--student-epochs", type=int)
@@ -161,13 +188,15 @@ def run_train(args: argparse.Namespace) -> int:
             return EXIT_OK
         if args.data is None or args.out is None:
             raise ConfigError("--data and --out are required (see --help)")
+        check_output(args.out, [args.data], "dir")
+        ensure_writable(args.out, "dir")
         summary = train(cfg, args.data, args.out, args.stage, args.teacher, args.resume,
                         args.overwrite)
     except TrainingInterrupted as exc:
         print(f"interrupted: {exc}", file=sys.stderr)
         return EXIT_INTERRUPTED
-    except TrainingInputError as exc:  # config, data, teacher or VGG weights: nothing trained
-        print(f"error: {exc}", file=sys.stderr)
+    except (TrainingInputError, OutputError) as exc:  # config, data, teacher, VGG weights,
+        print(f"error: {exc}", file=sys.stderr)         # an unusable --out: nothing trained
         return EXIT_INPUT
     student = summary.get("student")
     if student:
@@ -205,14 +234,84 @@ def run_report(args: argparse.Namespace) -> int:
             print(f"error: --model {item!r}: expected LABEL=PATH", file=sys.stderr)
             return EXIT_INPUT
         models.append((label, Path(path)))
+    inputs = [args.data, args.split, *(path for _, path in models)]
+    try:
+        for flag, out in (("--out", args.out), ("--json", args.json)):
+            if out:
+                check_output(out, inputs, "file", flag=flag)
+                ensure_writable(out, "file", flag=flag)
+    except OutputError as exc:  # checked before the scoring, which takes minutes
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_INPUT
     rows = score(args.data, args.split, models)
     n_val = len(json.loads(args.split.read_text())["val"])
     text = markdown(rows, n_val)
+    written = True
     if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(text)
+        written &= write_result(args.out, text, "report") == args.out
     else:
         print(text, end="")
     if args.json:
-        args.json.write_text(json.dumps(rows, indent=1))
-    return EXIT_OK
+        written &= write_result(args.json, json.dumps(rows, indent=1), "scores") == args.json
+    return EXIT_OK if written else 1
+
+
+def add_students_arguments(p: argparse.ArgumentParser) -> None:
+    """The arguments of ``mmdrfuse students``."""
+    p.add_argument("--data", type=Path, action="append", required=True,
+                   help="data folder whose held-out pairs are scored (repeat)")
+    p.add_argument("--published", type=Path, help="the published student state dict")
+    p.add_argument("--student", action="append", default=[], metavar="LABEL=PATH",
+                   help="one of our checkpoints (repeat); the shipped student is always scored")
+    p.add_argument("--mappings", default="raw,minmax,percentile",
+                   help="output mappings of our students' rows (raw, minmax, percentile, "
+                   "authors-minmax)")
+    p.add_argument("--labelled", type=Path, help="labelled LLVIP folder (ir/ vi/ annotations/) "
+                   "for the YOLOX AP column")
+    p.add_argument("--yolox", default="", help="YOLOX ONNX model (default: discovered)")
+    p.add_argument("--flicker-frames", type=int, default=24, help="0: no flicker table")
+    p.add_argument("--out", type=Path, help="write the Markdown here (default: stdout)")
+    p.add_argument("--json", type=Path, help="also write all numbers as JSON")
+
+
+def run_students(args: argparse.Namespace) -> int:
+    """Entry point of ``mmdrfuse students``; returns the exit code."""
+    import json
+
+    from mmdrfuse_ros.resources import default_weights_path
+    from mmdrfuse_ros.training.students import ROW_MAPPINGS, StudentsRequest, compare
+
+    students = [("shipped student", default_weights_path())]
+    for item in args.student:
+        label, sep, path = item.partition("=")
+        if not sep:
+            print(f"error: --student {item!r}: expected LABEL=PATH", file=sys.stderr)
+            return EXIT_INPUT
+        students.append((label, Path(path)))
+    mappings = [m.strip() for m in args.mappings.split(",") if m.strip()]
+    if bad := [m for m in mappings if m not in ROW_MAPPINGS]:
+        print(f"error: --mappings {bad}: choose from {ROW_MAPPINGS}", file=sys.stderr)
+        return EXIT_INPUT
+    inputs = [*args.data, args.published, args.labelled, *(path for _, path in students)]
+    try:
+        for flag, out in (("--out", args.out), ("--json", args.json)):
+            if out:
+                check_output(out, inputs, "file", flag=flag)
+                ensure_writable(out, "file", flag=flag)
+        req = StudentsRequest(args.data, students, mappings, args.published, args.labelled,
+                              args.yolox, args.flicker_frames)
+        text, rows = compare(req, progress=lambda label: print(f"scored {label}",
+                                                                file=sys.stderr))
+    except (TrainingInputError, OutputError, ValueError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_INPUT
+    numbers = json.dumps([{"label": r.label, "params": r.params, "metrics": r.metrics,
+                           "AP50": r.ap50} for r in rows], indent=1)
+    written = True
+    if args.out:
+        written &= write_result(args.out, text, "table") == args.out
+    else:
+        print(text, end="")
+    if args.json:
+        written &= write_result(args.json, numbers, "scores") == args.json
+    return EXIT_OK if written else 1

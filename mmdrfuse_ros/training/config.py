@@ -36,6 +36,8 @@ class DataConfig:
     flips: bool = False  # published: no augmentation
     subdir: str | None = None  # e.g. "train" for LLVIP's infrared/train, visible/train
     max_patches: int | None = None  # cap on training patches (quick experiments)
+    max_patches_per_pair: int | None = None  # evenly spaced subset of each pair's patch grid
+    val_scenes: str | None = None  # e.g. "01,20": scene-numbered (LLVIP) folders hold these out
 
 
 @dataclass
@@ -104,6 +106,8 @@ class TrainConfig:
         _check(d.stride >= 1, "data.stride must be >= 1")
         _check(0.0 <= d.val_fraction < 1.0, "data.val_fraction must be in [0, 1)")
         _check(d.max_patches is None or d.max_patches >= 1, "data.max_patches must be >= 1")
+        _check(d.max_patches_per_pair is None or d.max_patches_per_pair >= 1,
+               "data.max_patches_per_pair must be >= 1")
         for name in ("teacher", "student"):
             s: StageConfig = getattr(self, name)
             _check(s.epochs >= 1, f"{name}.epochs must be >= 1")

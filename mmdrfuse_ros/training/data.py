@@ -112,6 +112,31 @@ def split_names(names: Sequence[str], val_fraction: float) -> tuple[list[str], l
     return train, val
 
 
+def is_scene_numbered(names: Sequence[str]) -> bool:
+    """LLVIP-style frame names: six digits whose first two name the scene."""
+    return bool(names) and all(len(n) == 6 and n.isdigit() for n in names)
+
+
+def split_folder(names: Sequence[str], val_fraction: float, val_scenes: str | None
+                 ) -> tuple[list[str], list[str]]:
+    """One folder's split. Scene-numbered frames are split by scene (neighbouring frames are
+    near-duplicates, so a random split would leak); anything else by :func:`split_names`."""
+    scenes = {s.strip() for s in (val_scenes or "").split(",") if s.strip()}
+    if not (is_scene_numbered(names) and scenes):
+        return split_names(names, val_fraction)
+    val = sorted(n for n in names if n[:2] in scenes)
+    train = sorted(n for n in names if n[:2] not in scenes)
+    if not train:
+        raise DataError(f"val_scenes={val_scenes!r} leaves nothing to train on")
+    return train, val
+
+
+def folder_label(root: str | Path) -> str:
+    """How the pairs of an extra data folder are named: ``parent/folder`` (llvip/unlabelled)."""
+    resolved = Path(root).resolve()
+    return f"{resolved.parent.name}/{resolved.name}"
+
+
 def patch_grid(height: int, width: int, size: int, stride: int) -> list[tuple[int, int]]:
     """Top-left corners of the patches (published: no partial patches at the border)."""
     return [(y, x) for y in range(0, height - size + 1, stride)
@@ -122,14 +147,14 @@ class PatchSet:
     """All training patches in RAM as uint8 ``[N, P, P]`` for IR and visible."""
 
     def __init__(self, images: Sequence[tuple[np.ndarray, np.ndarray]], size: int, stride: int,
-                 max_patches: int | None = None) -> None:
+                 max_patches: int | None = None, per_pair: int | None = None) -> None:
         if size < 16 or size % 2:
             raise DataError(f"patch size must be an even number >= 16, got {size}")
         if stride < 1:
             raise DataError(f"patch stride must be >= 1, got {stride}")
         ir_list, vi_list = [], []
         for ir, vi in images:
-            for y, x in patch_grid(*ir.shape, size, stride):
+            for y, x in spread(patch_grid(*ir.shape, size, stride), per_pair):
                 ir_list.append(ir[y:y + size, x:x + size])
                 vi_list.append(vi[y:y + size, x:x + size])
         if not ir_list:
@@ -153,6 +178,14 @@ class PatchSet:
             return torch.from_numpy(a.astype(np.float32) / 255.0)[:, None].to(device)
 
         return to_tensor(ir), to_tensor(vi)
+
+
+def spread(corners: list[tuple[int, int]], limit: int | None) -> list[tuple[int, int]]:
+    """At most ``limit`` corners, evenly spaced over the grid (a large frame then covers its
+    whole area without outweighing the small ones)."""
+    if not limit or len(corners) <= limit:
+        return corners
+    return [corners[i] for i in np.linspace(0, len(corners) - 1, limit).round().astype(int)]
 
 
 def apply_flips(images: np.ndarray, hflip: np.ndarray, vflip: np.ndarray) -> np.ndarray:
@@ -190,32 +223,56 @@ class PreparedData:
     info: dict[str, Any]
 
 
-def prepare_data(data_dir: str | Path, cfg: TrainConfig) -> PreparedData:
-    """Find, read, check and cut the data; every problem raises DataError before training."""
+def prepare_data(data_dir: str | Path | Sequence[str | Path], cfg: TrainConfig) -> PreparedData:
+    """Find, read, check and cut the data; every problem raises DataError before training.
+
+    ``data_dir`` may list several folders: each is split on its own (:func:`split_folder`), the
+    pairs of every folder after the first are named ``parent/folder/name``.
+    """
     d = cfg.data
-    pairs = find_training_pairs(data_dir, d.subdir)
-    train_names, val_names = split_names([p.name for p in pairs], d.val_fraction)
-    by_name = {p.name: p for p in pairs}
-    train_images = load_pairs([by_name[n] for n in train_names], min_size=d.patch_size)
-    val_images = load_pairs([by_name[n] for n in val_names], min_size=8)
+    dirs = [data_dir] if isinstance(data_dir, str | Path) else list(data_dir)
+    if not dirs:
+        raise DataError("no data folder given")
+    train_pairs: list[Pair] = []
+    val_pairs: list[Pair] = []
+    sources = []
+    for i, root in enumerate(dirs):
+        pairs = find_training_pairs(root, d.subdir)
+        prefix = f"{folder_label(root)}/" if i else ""
+        pairs = [Pair(prefix + p.name, p.ir, p.vis, p.annotation) for p in pairs]
+        names = [p.name[len(prefix):] for p in pairs]
+        train_n, val_n = split_folder(names, d.val_fraction, d.val_scenes)
+        by_name = {p.name: p for p in pairs}
+        train_pairs += [by_name[prefix + n] for n in train_n]
+        val_pairs += [by_name[prefix + n] for n in val_n]
+        sources.append({"path": recorded_path(root), "pairs": len(pairs),
+                        "train_pairs": len(train_n), "val_pairs": len(val_n)})
+    train_images = load_pairs(train_pairs, min_size=d.patch_size)
+    val_images = load_pairs(val_pairs, min_size=8)
+    val_names = [p.name for p in val_pairs]
     if cfg.run.val_max_images:
         val_images = val_images[: cfg.run.val_max_images]
         val_names = val_names[: cfg.run.val_max_images]
-    patches = PatchSet(train_images, d.patch_size, d.stride, d.max_patches)
+    patches = PatchSet(train_images, d.patch_size, d.stride, d.max_patches,
+                       d.max_patches_per_pair)
     info = {
-        "name": d.name or Path(data_dir).resolve().name,
-        "path": recorded_path(data_dir),
-        "pairs": len(pairs),
-        "train_pairs": len(train_names),
+        "name": d.name or " + ".join(Path(r).resolve().name for r in dirs),
+        "path": sources[0]["path"],
+        "pairs": sum(s["pairs"] for s in sources),
+        "train_pairs": len(train_pairs),
         "val_pairs": len(val_names),
         "val_names": val_names,
         "patches": len(patches),
         "patch_size": d.patch_size,
         "stride": d.stride,
+        "max_patches_per_pair": d.max_patches_per_pair,
         "flips": d.flips,
         "subdir": d.subdir,
     }
-    return PreparedData(patches, val_images, train_names, val_names, info)
+    if len(sources) > 1:
+        info["sources"] = sources
+        info["val_scenes"] = d.val_scenes
+    return PreparedData(patches, val_images, [p.name for p in train_pairs], val_names, info)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -66,22 +66,35 @@ def onnx_max_difference(net: torch.nn.Module, path: str | Path, height: int = 37
     return float(np.abs(got - ref).max())
 
 
+def scrub_paths(value: Any) -> Any:
+    """``value`` with every ``path``/``source`` entry (at any depth) as :func:`recorded_path`
+    records it: metadata never carries absolute paths of the training machine."""
+    if isinstance(value, Mapping):
+        return {k: (recorded_path(v) if k in ("path", "source") and isinstance(v, str) and v
+                    else scrub_paths(v)) for k, v in value.items()}
+    if isinstance(value, list):
+        return [scrub_paths(v) for v in value]
+    return value
+
+
 def install_default(source: str | Path, destination: str | Path | None = None,
-                    data_name: str | None = None) -> tuple[Path, Path]:
-    """Copy a trained student (and its metadata) to the package default, or ``destination``."""
+                    data_name: str | None = None,
+                    validation_table: list[dict[str, Any]] | None = None) -> tuple[Path, Path]:
+    """Copy a trained student (and its metadata) to the package default, or ``destination``;
+    ``validation_table``: the rows of ``mmdrfuse students --json`` to record beside it."""
     from mmdrfuse_ros.resources import default_weights_path
 
     ckpt = load_checkpoint(source)
     if ckpt.source_format != "mmdrfuse_ros.student" or not ckpt.meta.get("validation"):
         raise ValueError(f"{source}: only a student trained by this tool (with validation "
                          "metrics in its metadata) can become the default")
-    meta = dict(ckpt.meta)
+    meta = scrub_paths(dict(ckpt.meta))
     data = dict(meta.pop("data", {}))
     if data_name:
         data["name"] = data_name
-    if data.get("path"):
-        data["path"] = recorded_path(data["path"])
     meta.pop("parameters", None)
+    if validation_table is not None:
+        meta["validation_table"] = scrub_paths(validation_table)
     return export_student(destination or default_weights_path(), ckpt.build(),
                           training=meta.pop("training"), data=data,
                           validation=meta.pop("validation"), **meta)
@@ -95,11 +108,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("student", type=Path, help="student.pt written by mmdrfuse train")
     p.add_argument("--install", action="store_true", help="make it the package's default weights")
     p.add_argument("--data-name", help="data set name/citation to record in the metadata")
+    p.add_argument("--validation-json", type=Path,
+                   help="rows of `mmdrfuse students --json` to record in the metadata")
     p.add_argument("--onnx", type=Path, help="also write an ONNX file here")
     args = p.parse_args(argv)
     try:
         if args.install:
-            pt, js = install_default(args.student, data_name=args.data_name)
+            table = (json.loads(args.validation_json.read_text()) if args.validation_json
+                     else None)
+            pt, js = install_default(args.student, data_name=args.data_name,
+                                     validation_table=table)
             print(f"installed {pt} and {js}")
         if args.onnx:
             net = load_checkpoint(args.student).build()

@@ -110,10 +110,13 @@ def validate_teacher_state(state: Mapping[str, Any], origin: str) -> tuple[dict,
     own = TeacherNet(width).state_dict()
     missing = sorted(set(own) - set(state))
     unexpected = sorted(set(state) - set(own))
+    if set(state) == {"conv1.1.weight", "conv1.1.bias", "conv2.1.weight", "conv2.1.bias"}:
+        raise TeacherError(f"{origin}: not an MMDRFuse teacher: this is a student (conv1, conv2 "
+                           "only); pass a teacher checkpoint")
     if missing or unexpected:
         raise TeacherError(
-            f"{origin}: not an MMDRFuse teacher (missing {missing[:5] or 'none'}, unexpected "
-            f"{unexpected[:5] or 'none'})"
+            f"{origin}: not an MMDRFuse teacher in the published teacher_net.py layout (missing "
+            f"{missing[:5] or 'none'}, unexpected {unexpected[:5] or 'none'})"
         )
     for key, ref in own.items():
         got = state[key]

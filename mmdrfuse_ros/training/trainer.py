@@ -51,7 +51,8 @@ class _Run:
         return self.out / "teacher" / "teacher.pt"
 
 
-def train(cfg: TrainConfig, data_dir: str | Path, out_dir: str | Path, stage: str = "both",
+def train(cfg: TrainConfig, data_dir: str | Path | list[str | Path], out_dir: str | Path,
+          stage: str = "both",
           teacher_path: str | Path | None = None, resume: bool = False,
           overwrite: bool = False) -> dict[str, Any]:
     """Run the requested stage(s). Every input is checked before the first step.

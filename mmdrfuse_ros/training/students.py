@@ -1,0 +1,251 @@
+"""One table for every student: the field's metrics on held-out pairs and fused YOLOX AP.
+
+``mmdrfuse students`` (see :func:`mmdrfuse_ros.training.cli.run_students`) scores, on the same
+validation pairs, the pixel average and maximum, the published student with its authors'
+per-image min-max output and raw, and each of our checkpoints under each output mapping of
+:mod:`mmdrfuse_ros.fusion.output`. Validation = RoadScene's held-out split (the one every
+training run holds out) + the held-out scenes of LLVIP's unlabelled frames (split by scene,
+never by frame, :func:`mmdrfuse_ros.training.data.split_folder`). The AP column is YOLOX AP@0.5
+on the labelled LLVIP pairs through :mod:`mmdrfuse_ros.detection.evaluate` (the code of
+``mmdrfuse detect``), which fusion training never sees.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from mmdrfuse_ros.fusion.model import load_checkpoint
+from mmdrfuse_ros.fusion.output import OutputMapper
+from mmdrfuse_ros.metrics import VALIDATION_METRICS, compute_metrics
+from mmdrfuse_ros.training.data import (
+    find_training_pairs,
+    folder_label,
+    load_pairs,
+    split_folder,
+)
+
+FuseFn = Callable[[np.ndarray, np.ndarray], np.ndarray]
+#: how a student row's output becomes an image: the engine's mappings, plus the authors' own
+#: min-max of the unclamped tanh output (``scipy.misc.imsave`` in their ``test_student.py``).
+ROW_MAPPINGS = ("raw", "minmax", "percentile", "authors-minmax")
+DEFAULT_VAL_SCENES = "01,20"
+
+
+@dataclass
+class Row:
+    """One line of the table: a label and the fusion it measures (``ir01, vi01 -> fused01``)."""
+
+    label: str
+    fuse: FuseFn
+    params: int = 0
+    metrics: dict[str, dict[str, float]] = field(default_factory=dict)  # subset -> means
+    ap50: float | None = None
+
+
+@dataclass
+class ValidationSet:
+    """Held-out pairs as 8-bit luma, with the subset each belongs to."""
+
+    names: list[str]
+    images: list[tuple[np.ndarray, np.ndarray]]
+    subsets: list[str]
+
+    def describe(self) -> str:
+        counts = {s: self.subsets.count(s) for s in dict.fromkeys(self.subsets)}
+        return ", ".join(f"{s} {n}" for s, n in counts.items())
+
+
+def validation_set(folders: Sequence[Path], val_fraction: float = 0.1,
+                   val_scenes: str = DEFAULT_VAL_SCENES) -> ValidationSet:
+    """The held-out pairs of each folder, split exactly as ``mmdrfuse train`` splits it."""
+    names, images, subsets = [], [], []
+    for root in folders:
+        pairs = find_training_pairs(root)
+        _, val = split_folder([p.name for p in pairs], val_fraction, val_scenes)
+        by_name = {p.name: p for p in pairs}
+        label = folder_label(root)
+        names += [f"{label}/{n}" for n in val]
+        images += load_pairs([by_name[n] for n in val])
+        subsets += [label] * len(val)
+    return ValidationSet(names, images, subsets)
+
+
+def net_output(path: Path) -> tuple[FuseFn, int]:
+    """The checkpoint's unclamped tanh output on float32 [0, 1] planes, and its size."""
+    net = load_checkpoint(path).build().eval()
+
+    def run(ir01: np.ndarray, vi01: np.ndarray) -> np.ndarray:
+        x = torch.from_numpy(np.stack([ir01, vi01]).astype(np.float32))[None]
+        with torch.inference_mode():
+            return net(x)[0, 0].numpy()
+
+    return run, sum(p.numel() for p in net.parameters())
+
+
+def mapped(net: FuseFn, mapping: str) -> FuseFn:
+    """``net`` followed by an output mapping (each still on its own: no smoothing)."""
+    if mapping not in ROW_MAPPINGS:
+        raise ValueError(f"mapping must be one of {ROW_MAPPINGS}, got {mapping!r}")
+
+    def fuse(ir01: np.ndarray, vi01: np.ndarray) -> np.ndarray:
+        out = net(ir01, vi01)
+        if mapping == "authors-minmax":
+            return OutputMapper("minmax")(out)
+        return OutputMapper(mapping)(np.clip(out, 0.0, 1.0))
+
+    return fuse
+
+
+def baseline_rows() -> list[Row]:
+    return [Row("pixel average", lambda ir, vi: (ir + vi) / 2.0),
+            Row("pixel max", np.maximum)]
+
+
+def student_rows(label: str, path: Path, mappings: Sequence[str]) -> list[Row]:
+    net, params = net_output(path)
+    return [Row(f"{label}, {m}", mapped(net, m), params) for m in mappings]
+
+
+def score_metrics(rows: Sequence[Row], val: ValidationSet,
+                  progress: Callable[[str], None] | None = None) -> None:
+    """Fill each row's mean metrics: over all pairs and per subset (8-bit output, 0..255)."""
+    for row in rows:
+        per_image = []
+        for ir, vi in val.images:
+            fused = row.fuse(ir.astype(np.float32) / 255.0, vi.astype(np.float32) / 255.0)
+            f255 = np.rint(np.clip(fused, 0.0, 1.0) * 255.0).astype(np.float64)
+            per_image.append(compute_metrics(ir.astype(np.float64), vi.astype(np.float64), f255,
+                                             names=list(VALIDATION_METRICS)))
+        groups = {"all": list(range(len(per_image)))}
+        for i, s in enumerate(val.subsets):
+            groups.setdefault(s, []).append(i)
+        row.metrics = {g: {k: float(np.mean([per_image[i][k] for i in idx]))
+                           for k in VALIDATION_METRICS} for g, idx in groups.items()}
+        if progress:
+            progress(row.label)
+
+
+class _ApRow:
+    """A row as :func:`mmdrfuse_ros.detection.evaluate.evaluate` wants its fused inputs."""
+
+    def __init__(self, key: str, row: Row) -> None:
+        self.key, self.label, self.row = key, row.label, row
+
+    def fuse(self, engine: Any, prepared: Any) -> np.ndarray:
+        plane = self.row.fuse(prepared.thermal, prepared.visible.luma)
+        return engine.finish(np.clip(plane, 0.0, 1.0).astype(np.float32), prepared)
+
+
+def score_ap(rows: Sequence[Row], labelled: Path, model: str = "") -> str | None:
+    """Fill each row's YOLOX AP@0.5 on the labelled pairs; the reason when it cannot be done."""
+    from mmdrfuse_ros.detection.evaluate import evaluate, labelled_pairs
+    from mmdrfuse_ros.detection.models import resolve_detector
+    from mmdrfuse_ros.fusion import FusionEngine
+
+    try:
+        detector, reason = resolve_detector("yolox", model, score_threshold=0.01,
+                                            intra_op_threads=1)
+    except (RuntimeError, ValueError, OSError) as exc:
+        return f"YOLOX unavailable: {exc}"
+    pairs = labelled_pairs(labelled / "ir", labelled / "vi", labelled / "annotations")
+    # as `mmdrfuse detect`: per-image thermal normalisation, no temporal smoothing
+    engine = FusionEngine(backend="torch", thermal_norm="auto", thermal_smoothing=0.0)
+    fused = [_ApRow(f"row{i}", row) for i, row in enumerate(rows)]
+    evaluation = evaluate(pairs, detector, engine, fused, samples=0)
+    ap = evaluation.ap()
+    for item in fused:
+        item.row.ap50 = float(ap[item.key]["AP50"])
+    extra = {k: ap[k]["AP50"] for k in ("thermal", "visible")}
+    return (reason or "") + (f"thermal only {extra['thermal']:.3f}, visible only "
+                             f"{extra['visible']:.3f}; {len(evaluation.names)} pairs")
+
+
+def wins(row: Row, reference: Row, subset: str = "all") -> int:
+    """On how many of the 8 metrics ``row`` is at or above ``reference``."""
+    a, b = row.metrics[subset], reference.metrics[subset]
+    return sum(a[k] >= b[k] for k in VALIDATION_METRICS)
+
+
+def markdown(rows: Sequence[Row], subset: str, reference: Row | None) -> str:
+    head = ["row", "params", *VALIDATION_METRICS, "AP@0.5"]
+    if reference is not None:
+        head.append(f">= {reference.label}")
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        m = r.metrics[subset]
+        cells = [r.label, f"{r.params:,}", *(f"{m[k]:.3f}" for k in VALIDATION_METRICS),
+                 "-" if r.ap50 is None else f"{r.ap50:.3f}"]
+        if reference is not None:
+            cells.append("-" if r is reference else f"{wins(r, reference, subset)}/8")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+@dataclass
+class StudentsRequest:
+    """What ``mmdrfuse students`` compares (see its --help)."""
+
+    folders: list[Path]
+    students: list[tuple[str, Path]]  # (label, checkpoint); our own students
+    mappings: list[str]
+    published: Path | None = None
+    labelled: Path | None = None
+    yolox: str = ""
+    flicker_frames: int = 24
+
+
+def flicker_table(students: Sequence[tuple[str, Path]], val: ValidationSet, frames: int) -> str:
+    """Flicker of each output mapping on a static validation pair crossed by a hot object."""
+    from mmdrfuse_ros.fusion.output import VIDEO_SMOOTHING
+    from mmdrfuse_ros.training.flicker import flicker
+
+    index = max(range(len(val.images)), key=lambda i: val.images[i][0].size)
+    ir, vi = val.images[index]
+    mappers = {"raw": OutputMapper("raw"), "minmax": OutputMapper("minmax"),
+               "percentile, per frame": OutputMapper("percentile"),
+               f"percentile, smoothing {VIDEO_SMOOTHING}":
+                   OutputMapper("percentile", smoothing=VIDEO_SMOOTHING)}
+    head = ["student", *mappers]
+    lines = [f"Flicker on {val.names[index]} ({ir.shape[1]}x{ir.shape[0]}), {frames} frames: mean "
+             "|frame-to-frame change| of the mean intensity outside the moving hot object, "
+             "0..255.", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for label, path in students:
+        net, _ = net_output(path)
+        clamped: FuseFn = lambda a, b, net=net: np.clip(net(a, b), 0.0, 1.0)  # noqa: E731
+        cells = [f"{flicker(clamped, ir, vi, m, frames):.2f}" for m in mappers.values()]
+        lines.append("| " + " | ".join([label, *cells]) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def compare(req: StudentsRequest, progress: Callable[[str], None] | None = None
+            ) -> tuple[str, list[Row]]:
+    """Score every row; the Markdown report (tables on all pairs and per subset) and the rows."""
+    val = validation_set(req.folders)
+    rows = baseline_rows()
+    reference = None
+    if req.published is not None:
+        net, params = net_output(req.published)
+        reference = Row("published student, authors' min-max", mapped(net, "authors-minmax"),
+                        params)
+        rows += [reference, Row("published student, raw", mapped(net, "raw"), params)]
+    for label, path in req.students:
+        rows += student_rows(label, path, req.mappings)
+    score_metrics(rows, val, progress)
+    note = "YOLOX AP not measured: no labelled folder given"
+    if req.labelled is not None:
+        note = score_ap(rows, req.labelled, req.yolox) or ""
+    parts = [f"Validation: {len(val.names)} held-out pairs ({val.describe()}), full images, "
+             "8-bit output; SSIM is the sum over the two sources. AP@0.5: YOLOX-Nano on the "
+             f"labelled LLVIP pairs through `mmdrfuse detect`'s code ({note}).", "",
+             "All validation pairs:", "", markdown(rows, "all", reference)]
+    for subset in dict.fromkeys(val.subsets):
+        parts += [f"{subset} only:", "", markdown(rows, subset, reference)]
+    if req.students and req.flicker_frames > 0:
+        parts.append(flicker_table(req.students, val, req.flicker_frames))
+    return "\n".join(parts), rows
