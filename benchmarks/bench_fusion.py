@@ -7,6 +7,12 @@ of the post-processing (colour restore to BGR uint8), after warm-up, and the net
 over PyTorch eager (the same 113-parameter network, ``torch.inference_mode``, CPU, all cores).
 
     python benchmarks/bench_fusion.py [--sizes 640x512 1280x1024] [--repeats 50] [--json out.json]
+    python benchmarks/bench_fusion.py --cadence [--sizes 320x256 640x512 1280x720]
+
+``--cadence`` measures instead the numba kernel's parallel and serial builds back to back and at
+camera cadence (``time.sleep(1/30)`` between calls, as a node sees frames): the parallel
+build's sleeping worker threads must be woken for every frame, which is what the engine's
+``parallel_min_pixels`` setting weighs.
 
 PyTorch eager is measured first: numba's worker threads, once started, compete with PyTorch's
 OpenMP threads on a 2-core machine and would make eager look slower than it is.
@@ -53,13 +59,71 @@ def frames(h: int, w: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     return thermal, visible
 
 
+def cadence_ms(run: Callable[[], object], repeats: int, period: float) -> tuple[float, float]:
+    """Median and 90th percentile ms of ``run`` with ``period`` seconds of sleep before each."""
+    for _ in range(3):
+        run()
+    times = []
+    for _ in range(repeats):
+        if period:
+            time.sleep(period)
+        start = time.perf_counter()
+        run()
+        times.append(time.perf_counter() - start)
+    times.sort()
+    return statistics.median(times) * 1e3, times[int(0.9 * (len(times) - 1))] * 1e3
+
+
+def cadence_table(sizes: list[tuple[int, int]], repeats: int) -> list[dict]:
+    """The numba kernel, parallel and serial, back to back and at 30 Hz, per frame size."""
+    import numba
+
+    from mmdrfuse_ros.fusion.backends import fused_kernel
+
+    checkpoint = load_checkpoint(default_weights_path())
+    scalars = CpuFastBackend(checkpoint)._scalars
+    kernels = {"parallel": fused_kernel(parallel=True), "serial": fused_kernel(parallel=False)}
+    rows = []
+    for w, h in sizes:
+        padded = np.random.default_rng(0).random((h + 2, w + 2), dtype=np.float32)
+        out = np.empty((h, w), np.float32)
+        row: dict = {"size": f"{w}x{h}"}
+        for name, kernel in kernels.items():
+            for label, period in (("b2b", 0.0), ("30hz", 1 / 30)):
+                row[f"{name}_{label}"] = cadence_ms(
+                    lambda k=kernel, p=padded, o=out: k(p, p, o, *scalars), repeats, period)
+        rows.append(row)
+    print(f"\nnumba kernel, {numba.config.NUMBA_NUM_THREADS} threads "
+          f"({numba.threading_layer()}), {os.cpu_count()} cores, load "
+          f"{os.getloadavg()[0]:.2f}: median / p90 ms\n")
+    print("| frame | parallel back to back | parallel at 30 Hz | serial back to back | "
+          "serial at 30 Hz |\n|---|---:|---:|---:|---:|")
+    for r in rows:
+        cells = [f"{r[k][0]:.2f} / {r[k][1]:.2f}"
+                 for k in ("parallel_b2b", "parallel_30hz", "serial_b2b", "serial_30hz")]
+        print(f"| {r['size']} | " + " | ".join(cells) + " |")
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--sizes", nargs="+", default=["640x512", "1280x1024"])
+    parser.add_argument("--sizes", nargs="+", default=None,
+                        help="WxH frame sizes (default 640x512 1280x1024; --cadence: "
+                        "320x256 640x512 1280x720 1280x1024)")
     parser.add_argument("--repeats", type=int, default=50)
+    parser.add_argument("--cadence", action="store_true",
+                        help="parallel against serial kernel, back to back and at 30 Hz")
     parser.add_argument("--json", help="also write the rows as JSON here")
     args = parser.parse_args()
-    sizes = [tuple(int(v) for v in s.split("x")) for s in args.sizes]  # (w, h)
+    default = ["320x256", "640x512", "1280x720", "1280x1024"] if args.cadence else [
+        "640x512", "1280x1024"]
+    sizes = [tuple(int(v) for v in s.split("x")) for s in args.sizes or default]  # (w, h)
+    if args.cadence:
+        rows = cadence_table(sizes, args.repeats)
+        if args.json:
+            with open(args.json, "w") as fh:
+                json.dump(rows, fh, indent=2)
+        return
     checkpoint = load_checkpoint(default_weights_path())
 
     eager = TorchBackend(checkpoint, "cpu")

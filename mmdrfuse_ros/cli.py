@@ -19,7 +19,6 @@ SUBCOMMAND_MODULES = (
     "mmdrfuse_ros.replay.cli",
     "mmdrfuse_ros.training.cli",
     "mmdrfuse_ros.detection.cli",
-    "mmdrfuse_ros.fusion.calibration_cli",
 )
 
 
@@ -27,7 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="mmdrfuse",
         description="MMDRFuse thermal/RGB fusion: fuse images, compute fusion metrics, "
-        "make and replay rosbags, train, detect, calibrate.",
+        "make and replay rosbags, train and detect.",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for module_name in SUBCOMMAND_MODULES:

@@ -33,8 +33,9 @@ from sensor_msgs.msg import CameraInfo, CompressedImage, Image  # noqa: E402
 from mmdrfuse_ros import topics  # noqa: E402
 from mmdrfuse_ros.msgs.images import array_to_image, image_to_array  # noqa: E402
 from mmdrfuse_ros.nodes.diagnostics import status_values  # noqa: E402
-from mmdrfuse_ros.nodes.fusion_node import FusionNode  # noqa: E402
+from mmdrfuse_ros.nodes.fusion_node import STAGES, FusionNode  # noqa: E402
 from mmdrfuse_ros.nodes.qos import make_qos  # noqa: E402
+from mmdrfuse_ros.nodes.timing import stage_keys, stage_table  # noqa: E402
 
 pytestmark = pytest.mark.ros
 
@@ -218,6 +219,44 @@ def test_9hz_thermal_30hz_rgb_gives_one_fused_image_per_thermal_frame(harness):
     assert len({seconds(m.header.stamp) for m in h.fused}) == len(h.fused)  # no RGB used twice
 
 
+def test_latest_policy_fuses_every_rgb_frame_with_a_thermal_frame_within_slop(harness):
+    h = harness(reliable_inputs=True, sync_policy="latest", slop=0.12, queue_size=60,
+                input_depth=100)  # fmt: skip
+    h.wait_connected()
+    events = stream(2.0)
+    thermal_stamps = [t for _, kind, t in events if kind == "thermal"]
+    rgb_stamps = [t for _, kind, t in events if kind == "rgb"]
+    play(h, events)
+    # every RGB frame after the first thermal one has a thermal frame less than 1/9 s older
+    paired = [t for t in rgb_stamps if any(0 <= t - tt < 0.12 for tt in thermal_stamps)]
+    stats = lambda: h.node.stats()  # noqa: E731
+    assert wait_until(lambda: stats()["fused"] + stats()["dropped_stale"] == len(paired)), stats()
+    s = stats()
+    assert s["pairs"] == len(paired) > len(thermal_stamps)  # a thermal frame serves several
+    assert s["sync_policy"] == "latest" and s["sync"] == "mmdrfuse_ros"
+    assert wait_until(lambda: len(h.fused) == s["fused"])
+    rgb_set = {round(t, 6) for t in rgb_stamps}
+    assert all(round(seconds(m.header.stamp), 6) in rgb_set for m in h.fused)
+    assert len({seconds(m.header.stamp) for m in h.fused}) == len(h.fused)
+
+
+def test_stage_times_are_in_stats_and_on_diagnostics(harness):
+    h = harness()
+    h.wait_connected()
+    keys = stage_keys(STAGES)
+    assert all(k in h.node.stats() for k in keys)  # present before any frame (NaN)
+    for k in range(5):
+        h.pair(BASE + k * 0.1)
+        time.sleep(0.05)
+    assert wait_until(lambda: len(h.fused) >= 1)
+    stats = h.node.stats()
+    assert all(stats[key] >= 0.0 for key in keys), stats
+    assert wait_until(lambda: bool(h.diagnostics) and h.diagnostics[-1].get("fused") != "0")
+    table = stage_table(h.diagnostics[-1])
+    assert list(table) == list(STAGES) and all(set(q) == {50, 95} for q in table.values())
+    assert all(q[50] >= 0.0 and q[95] >= q[50] for q in table.values())
+
+
 def test_bursts_and_gaps(harness):
     # bursts of 12 messages need a reader history that holds them (input_depth)
     h = harness(reliable_inputs=True, slop=0.05, queue_size=10, input_depth=20)
@@ -386,7 +425,7 @@ def test_bad_input_is_counted_and_the_node_keeps_fusing(harness):
     odd = array_to_image(np.zeros((*RGB_SHAPE[:2], 2), np.float32), "32FC2")
     odd.header.stamp = stamp(t + 0.2)
     bad_then_good(rgb=odd)
-    # a pair that cannot be registered: a 1x1 thermal image
+    # a 1x1 thermal image: too small to filter, a malformed frame (not a registration failure)
     tiny = array_to_image(np.zeros((1, 1), np.uint8), "mono8")
     tiny.header.stamp = stamp(t + 0.2)
     bad_then_good(thermal=tiny)
@@ -407,8 +446,8 @@ def test_bad_input_is_counted_and_the_node_keeps_fusing(harness):
 
     expected = {
         "dropped_unsupported_encoding": "2",
-        "dropped_malformed_image": "1",
-        "dropped_registration": "1",
+        "dropped_malformed_image": "2",
+        "dropped_registration": "0",
         "dropped_inference": "1",
         "dropped_stale": "0",
         "fused": "6",

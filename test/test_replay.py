@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -20,7 +21,9 @@ from test_bag import corrupt_middle_chunk  # a sibling test module (rootdir on s
 from mmdrfuse_ros.bag import io
 from mmdrfuse_ros.bag.synth import SynthConfig, write_synthetic_bag
 from mmdrfuse_ros.cli import main as cli_main
+from mmdrfuse_ros.replay.measurements import Measurements
 from mmdrfuse_ros.replay.plan import ReplayOptions, homography_argument, plan_bag
+from mmdrfuse_ros.replay.quality import Frames, detection_ap, planned_ap_stamps
 from mmdrfuse_ros.replay.report import SampleFrame, terminal_summary, write_report
 from mmdrfuse_ros.replay.run import run_replay
 
@@ -87,6 +90,10 @@ def test_replay_end_to_end(tiny_bag: Path, tmp_path: Path) -> None:
         assert 0.0 <= results[modality]["AP"] <= results[modality]["AP50"]
         assert results[modality]["num_gt"] > 0
     assert results["fused"]["num_images"] == report["detection"]["frames"]
+    # the AP frames come from the bag, not from what the nodes delivered
+    plan = plan_bag(_options(tiny_bag, tmp_path / "unused"))
+    assert report["detection"]["frames"] == len(planned_ap_stamps(plan, 12))
+    assert 0 <= report["detection"]["fused_missing"] <= report["detection"]["frames"]
 
     metrics = report["fusion_metrics"]
     assert 1 <= metrics["frames"] <= 3
@@ -223,6 +230,62 @@ def test_replay_cli_missing_bag_and_bad_options(tmp_path: Path, capsys) -> None:
     assert code == 2 and "--rate must be > 0" in capsys.readouterr().err
     code = cli_main(["replay", str(tmp_path / "nope"), "--topics", "lidar=/x", "--no-progress"])
     assert code == 2 and "unknown topic role" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------- AP frames
+def _ap_plan(n_frames: int) -> SimpleNamespace:
+    """A bag plan stand-in: RGB and thermal stamps every 100 ms, one box of ground truth each."""
+    stamps = [1_000_000_000 + 100_000_000 * i for i in range(n_frames)]
+    box = np.array([[10.0, 10.0, 40.0, 80.0]])
+    return SimpleNamespace(
+        rgb_stamps=stamps,
+        thermal_stamps=stamps,
+        gt_rgb={s: box for s in stamps},
+        gt_thermal={s: box for s in stamps},
+    )
+
+
+def _perfect(box: np.ndarray) -> list[list[float]]:
+    return [[*box[0].tolist(), 0.9]]
+
+
+def test_ap_frames_are_planned_from_the_bag_and_missing_frames_are_misses() -> None:
+    plan = _ap_plan(100)
+    chosen = planned_ap_stamps(plan, 10)  # type: ignore[arg-type]
+    assert len(chosen) == 10 and chosen == sorted(chosen)
+    assert chosen[0] == plan.rgb_stamps[0] and chosen[-1] == plan.rgb_stamps[-1]
+    plan.gt_rgb[123] = plan.gt_rgb[chosen[0]]  # ground truth of a stamp the bag never plays
+    assert planned_ap_stamps(plan, 10) == chosen  # type: ignore[arg-type]
+
+    image = np.zeros((96, 64, 3), np.uint8)
+    frames = Frames(rgb={s: image for s in chosen}, thermal={s: image[..., 0] for s in chosen},
+                    pairing={s: s for s in chosen})  # fmt: skip
+    calls: list[int] = []
+
+    def detect(_: np.ndarray) -> list[list[float]]:
+        calls.append(1)
+        return _perfect(plan.gt_rgb[chosen[0]])
+
+    sections = []
+    for delivered in (chosen, chosen[::2]):  # a fast run, and a run that lost half the frames
+        meas = Measurements()
+        for s in delivered:
+            meas.detections[s] = _perfect(plan.gt_rgb[s])
+        sections.append(detection_ap(meas, plan, frames, chosen, detect, 10,  # type: ignore[arg-type]
+                                     lambda: None).to_dict())  # fmt: skip
+    full, half = sections
+    assert full["frames"] == half["frames"] == 10
+    assert (full["fused_missing"], half["fused_missing"]) == (0, 5)
+    assert full["results"]["fused"]["AP50"] == pytest.approx(1.0)
+    assert half["results"]["fused"]["AP50"] == pytest.approx(0.5, abs=0.02)  # misses count
+    assert half["results"]["fused"]["num_images"] == 10 and half["results"]["fused"]["num_gt"] == 10
+    assert half["fused_delivered"]["AP50"] == pytest.approx(1.0)
+    assert half["fused_delivered"]["num_images"] == 5
+    for modality in ("thermal", "visible"):  # offline: the same whatever the nodes delivered
+        assert full["results"][modality] == half["results"][modality]
+        assert full["results"][modality]["num_images"] == 10
+    assert len(calls) == 2 * 2 * 10  # thermal + visible, per frame, per run
+    assert "5 of 10" in half["note"]
 
 
 # ----------------------------------------------------------------------------- report writer

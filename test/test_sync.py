@@ -1,4 +1,4 @@
-"""The approximate-time policy against hand-made stamp sequences (no ROS needed)."""
+"""The approximate-time and latest policies against hand-made stamp sequences (no ROS needed)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from mmdrfuse_ros.nodes.sync import ApproximateTimePolicy, validate_sync_params
+from mmdrfuse_ros.nodes.sync import ApproximateTimePolicy, LatestPolicy, validate_sync_params
 
 MS = 1_000_000  # nanoseconds
 
@@ -167,3 +167,91 @@ def test_bad_parameters_are_refused(queue_size, slop):
         validate_sync_params(queue_size, slop)
     with pytest.raises(ValueError):
         ApproximateTimePolicy(2, queue_size, slop)
+
+
+# --------------------------------------------------------------------------- latest policy
+THERMAL, RGB = 0, 1
+
+
+def run_latest(events: list[tuple[int, int]], queue_size: int = 10, slop: float = 0.05):
+    """Feed (index, stamp) events to a LatestPolicy whose primary input is RGB (the last)."""
+    policy = LatestPolicy(2, queue_size, slop)
+    seen: list[tuple] = []
+    policy.register_callback(lambda *msgs: seen.append(msgs))
+    returned = [policy.add(i, t, (i, t)) for i, t in events]
+    assert [r for r in returned if r is not None] == seen
+    return seen, policy, returned
+
+
+def test_latest_pairs_each_rgb_at_once_with_the_newest_thermal_within_slop():
+    # thermal 9 Hz, RGB 30 Hz, arriving in stamp order
+    thermal = [round(k * 1e9 / 9) for k in range(18)]
+    rgb = [round(k * 1e9 / 30) for k in range(60)]
+    events = sorted([(THERMAL, t) for t in thermal] + [(RGB, t) for t in rgb],
+                    key=lambda e: (e[1], e[0]))  # fmt: skip
+    sets, _, returned = run_latest(events, slop=0.05)
+    for (index, stamp), got in zip(events, returned, strict=True):
+        if index == THERMAL:
+            continue
+        arrived = [t for i, t in events[: events.index((index, stamp)) + 1] if i == THERMAL]
+        near = [t for t in arrived if abs(t - stamp) < 50 * MS]
+        if near:  # emitted on the RGB frame's own arrival, with the newest thermal within slop
+            assert got == ((THERMAL, max(near)), (RGB, stamp))
+        else:
+            assert got is None
+    assert len({s[1] for s in sets}) == len(sets)  # each RGB frame at most once
+    assert len(sets) > len(thermal)  # a thermal frame serves several RGB frames
+
+
+def test_latest_does_not_wait_for_a_nearer_thermal_frame_still_on_its_way():
+    # the thermal camera delivers later than the RGB one (as in the synthetic bag)
+    events = [(THERMAL, 0), (RGB, 21 * MS), (THERMAL, 33 * MS), (RGB, 54 * MS)]
+    _, _, returned = run_latest(events, slop=0.05)
+    assert returned[1] == ((THERMAL, 0), (RGB, 21 * MS))  # at once, with the older one
+    assert returned[2] is None  # the nearer thermal frame, once here, re-emits nothing
+    assert returned[3] == ((THERMAL, 33 * MS), (RGB, 54 * MS))
+    # approximate time, for comparison, waits and pairs by nearness
+    approx, _ = run(events, slop=0.05)
+    assert stamps(approx) == [(0, 21 * MS), (33 * MS, 54 * MS)]
+
+
+def test_latest_rgb_waits_for_a_thermal_partner_and_stale_ones_are_dropped():
+    _, policy, returned = run_latest(
+        [(RGB, 0), (RGB, 33 * MS), (RGB, 66 * MS), (THERMAL, 60 * MS)], slop=0.05
+    )
+    # nothing to pair with yet; the thermal frame completes the newest waiting RGB frame
+    assert returned[:3] == [None, None, None]
+    assert returned[3] == ((THERMAL, 60 * MS), (RGB, 66 * MS))
+    assert policy.queued() == [1, 0]  # the older RGB frames were stale: dropped
+    assert policy.evicted == [0, 2]
+    # outside slop: no pair
+    assert policy.add(RGB, 200 * MS, (RGB, 200 * MS)) is None
+
+
+def test_latest_uses_the_newest_stamp_not_the_last_arrival_and_respects_slop():
+    _, _, returned = run_latest(
+        [(THERMAL, 40 * MS), (THERMAL, 20 * MS), (RGB, 30 * MS), (RGB, 90 * MS)], slop=0.05
+    )
+    assert returned[2] == ((THERMAL, 40 * MS), (RGB, 30 * MS))
+    assert returned[3] is None  # 50 ms from the newest thermal frame: not strictly within slop
+
+
+def test_latest_random_sequences_keep_the_invariants():
+    rng = random.Random(11)
+    for _ in range(50):
+        events = [(rng.randrange(2), rng.randrange(0, 300) * MS) for _ in range(60)]
+        sets, policy, _ = run_latest(events, queue_size=rng.randint(1, 6),
+                                     slop=rng.choice([0.005, 0.02]))  # fmt: skip
+        rgb_ids = [id(s[1]) for s in sets]
+        assert len(rgb_ids) == len(set(rgb_ids))  # each RGB message at most once
+        for s in sets:
+            assert abs(s[0][1] - s[1][1]) < 20 * MS
+            assert s[0][0] == THERMAL and s[1][0] == RGB
+        assert all(q <= policy.queue_size for q in policy.queued())
+
+
+def test_bad_sync_policy_is_refused():
+    with pytest.raises(ValueError, match="sync_policy"):
+        validate_sync_params(5, 0.05, "nearest")
+    with pytest.raises(ValueError):
+        LatestPolicy(2, 0, 0.05)

@@ -8,6 +8,11 @@
   OpenCV ``filter2D`` (12 3x3 correlations). Both release the GIL while they compute, so a
   node's subscription callbacks keep running during a frame. ``ReflectionPad2d`` equals OpenCV's
   ``BORDER_REFLECT_101``, and OpenCV/numba compute correlation exactly as ``conv2d`` does.
+
+Threads: :func:`apply_thread_budget` gives OpenCV and PyTorch one budget for the process; the
+numba kernel takes the same number per call, and runs a serial build of itself on frames below
+``parallel_min_pixels``: at camera cadence its sleeping workers take longer to wake up than a
+small frame takes to compute (``benchmarks/bench_fusion.py --cadence`` measures it).
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ import numpy as np
 import torch
 
 from .model import Checkpoint, StudentNet
+from .preprocess import jit_kernel
 
 log = logging.getLogger("mmdrfuse_ros.fusion")
 
@@ -63,9 +69,22 @@ def check_backend_device(backend: str, device: str | None) -> None:
         )
 
 
+def apply_thread_budget(threads: int) -> None:
+    """Give OpenCV and PyTorch (CPU) at most ``threads`` threads; 0 leaves their defaults.
+
+    Both settings are process-wide: the last engine built in a process sets them.
+    """
+    if threads < 0:
+        raise ValueError(f"threads must be >= 0, got {threads}")
+    if threads == 0:
+        return
+    cv2.setNumThreads(threads)
+    torch.set_num_threads(threads)
+
+
 def create_backend(
     backend: str, device: str | None, checkpoint: Checkpoint, *, fp16: bool = False,
-    channels_last: bool = True,
+    channels_last: bool = True, threads: int = 0, parallel_min_pixels: int = 0,
 ) -> Backend:
     """Resolve ``auto`` and build the backend; ValueError names what is wrong."""
     check_backend_device(backend, device)
@@ -76,7 +95,7 @@ def create_backend(
         else:
             backend = "torch" if wants_cuda else "cpu-fast"
     if backend == "cpu-fast":
-        return CpuFastBackend(checkpoint)
+        return CpuFastBackend(checkpoint, threads=threads, parallel_min_pixels=parallel_min_pixels)
     if device in (None, "auto"):
         device = "cuda" if cuda_available() else "cpu"
     return TorchBackend(checkpoint, device, fp16=fp16, channels_last=channels_last)
@@ -156,7 +175,10 @@ class CpuFastBackend:
     name = "cpu-fast"
     device = "cpu"
 
-    def __init__(self, checkpoint: Checkpoint, *, kernel: str = "auto") -> None:
+    def __init__(
+        self, checkpoint: Checkpoint, *, kernel: str = "auto", threads: int = 0,
+        parallel_min_pixels: int = 0,
+    ) -> None:
         sd = {k: v.numpy().astype(np.float32) for k, v in checkpoint.state_dict.items()}
         self.w1, self.b1 = sd["conv1.1.weight"], sd["conv1.1.bias"]
         self.w2, self.b2 = sd["conv2.1.weight"], sd["conv2.1.bias"]
@@ -167,26 +189,49 @@ class CpuFastBackend:
         )
         if kernel not in ("auto", "numba", "opencv"):
             raise ValueError(f"kernel must be auto, numba or opencv, got {kernel!r}")
-        self._numba = None
+        if threads < 0 or parallel_min_pixels < 0:
+            raise ValueError("threads and parallel_min_pixels must be >= 0")
+        self.threads = int(threads)
+        self.parallel_min_pixels = int(parallel_min_pixels)
+        self._numba = self._serial = None
         if kernel in ("auto", "numba"):
             self._numba = fused_kernel()
             if self._numba is None and kernel == "numba":
                 raise ValueError("kernel 'numba' requested but numba is not installed")
+            if self._numba is not None and (self.threads == 1 or self.parallel_min_pixels):
+                self._serial = fused_kernel(parallel=False)
         self.kernel = "numba" if self._numba is not None else "opencv"
 
     def run(self, ir01: np.ndarray, y01: np.ndarray) -> np.ndarray:
-        pre = self._run_numba(ir01, y01) if self._numba else self._run_opencv(ir01, y01)
-        return _positive_tanh(pre)
+        if self._numba:
+            exponent = self._run_numba(ir01, y01)
+        else:
+            exponent = cv2.max(self._run_opencv(ir01, y01), 0.0)
+            cv2.multiply(exponent, -2.0, dst=exponent)
+        return _positive_tanh(exponent)
+
+    def _pick_kernel(self, pixels: int) -> Any:
+        """The serial kernel for one thread or a small frame, else the parallel one with the
+        thread budget (numba's thread count is per calling thread: set on every call)."""
+        if self._serial is not None and (self.threads == 1 or pixels < self.parallel_min_pixels):
+            return self._serial
+        if self.threads > 1:
+            import numba
+
+            numba.set_num_threads(min(self.threads, numba.config.NUMBA_NUM_THREADS))
+        return self._numba
 
     def _run_numba(self, ir01: np.ndarray, y01: np.ndarray) -> np.ndarray:
+        """-2 max(pre, 0) of the output layer's pre-activation (the exponent of its tanh)."""
         pad = cv2.BORDER_REFLECT_101
         irp = cv2.copyMakeBorder(np.ascontiguousarray(ir01, np.float32), 1, 1, 1, 1, pad)
         yp = cv2.copyMakeBorder(np.ascontiguousarray(y01, np.float32), 1, 1, 1, 1, pad)
         out = np.empty(ir01.shape, np.float32)
-        self._numba(irp, yp, out, *self._scalars)
+        self._pick_kernel(out.size)(irp, yp, out, *self._scalars)
         return out
 
     def _run_opencv(self, ir01: np.ndarray, y01: np.ndarray) -> np.ndarray:
+        """The output layer's pre-activation."""
         pad = cv2.BORDER_REFLECT_101
         planes = (np.asarray(ir01, np.float32), np.asarray(y01, np.float32))
         out = np.full(planes[0].shape, self.b2[0], np.float32)
@@ -202,11 +247,26 @@ class CpuFastBackend:
         pass
 
 
-def _positive_tanh(pre: np.ndarray) -> np.ndarray:
-    """clip(tanh(x), 0, 1) = tanh(max(x, 0)), as (1 - e)/(1 + e) with e = exp(-2x): OpenCV's
-    vectorised exp makes this several times faster than ``np.tanh`` on a full frame."""
-    e = cv2.exp(cv2.max(pre, 0.0) * np.float32(-2.0))
-    return (np.float32(1.0) - e) / (np.float32(1.0) + e)
+def _positive_tanh(exponent: np.ndarray) -> np.ndarray:
+    """clip(tanh(x), 0, 1) = tanh(max(x, 0)) = (1 - e)/(1 + e) with e = exp(-2 max(x, 0)), from
+    ``exponent`` = -2 max(x, 0) (overwritten). OpenCV's vectorised exp makes this several times
+    faster than ``np.tanh``; the quotient is one numba pass where numba is installed."""
+    e = cv2.exp(exponent, dst=exponent)
+    quotient = jit_kernel(_tanh_quotient)
+    if quotient is not None:
+        out = np.empty_like(e)
+        quotient(e.reshape(-1), out.reshape(-1))
+        return out
+    out = cv2.subtract(1.0, e)
+    e += np.float32(1.0)
+    return cv2.divide(out, e, dst=out)
+
+
+def _tanh_quotient(e: Any, out: Any) -> None:  # pragma: no cover (compiled by numba)
+    """out = (1 - e) / (1 + e) over flat float32 arrays."""
+    for i in range(e.size):
+        out[i] = (np.float32(1.0) - e[i]) / (np.float32(1.0) + e[i])
+
 
 
 # --- the fused numba kernel ---------------------------------------------------------------
@@ -218,11 +278,10 @@ def _positive_tanh(pre: np.ndarray) -> np.ndarray:
 # in well under a second instead of compiling for several seconds.
 
 _kernel_lock = threading.Lock()
-_kernel: Any = None
-_kernel_tried = False
+_kernels: dict[bool, Any] = {}  # parallel? -> the compiled kernel, or None without numba
 
 
-def _kernel_source(band: int = _BAND_ROWS) -> str:
+def _kernel_source(band: int = _BAND_ROWS, parallel: bool = True) -> str:
     w1 = [f"w1_{i}" for i in range(72)]
     b1 = [f"b1_{i}" for i in range(4)]
     w2 = [f"w2_{i}" for i in range(36)]
@@ -232,12 +291,12 @@ def _kernel_source(band: int = _BAND_ROWS) -> str:
         "import numpy as np",
         "",
         "",
-        "@nb.njit(parallel=True, fastmath=True, cache=True, nogil=True)",
-        f"def student_preact(irp, yp, out, {', '.join(w1 + b1 + w2)}, b2_0):",
-        "    # irp, yp: reflect-padded (H+2, W+2) planes; out: (H, W) pre-tanh output.",
+        f"@nb.njit(parallel={parallel}, fastmath=True, cache=True, nogil=True)",
+        f"def student_exponent(irp, yp, out, {', '.join(w1 + b1 + w2)}, b2_0):",
+        "    # irp, yp: reflect-padded (H+2, W+2) planes; out: (H, W) -2 max(pre-tanh, 0).",
         "    H = out.shape[0]",
         "    W = out.shape[1]",
-        f"    for band in nb.prange((H + {band - 1}) // {band}):",
+        f"    for band in {'nb.prange' if parallel else 'range'}((H + {band - 1}) // {band}):",
         f"        r0 = band * {band}",
         f"        n = min(H, r0 + {band}) - r0",
         "        fb = np.empty((4, n + 2, W + 2), np.float32)  # ReLU features + 1-px reflect ring",
@@ -274,7 +333,8 @@ def _kernel_source(band: int = _BAND_ROWS) -> str:
         f"w2_{(c * 3 + dy) * 3 + dx} * g{c}{dy}[x + {dx}]"
         for c in range(4) for dy in range(3) for dx in range(3)
     ]
-    lines.append("                orow[x] = " + " + ".join(terms))
+    lines.append("                v = " + " + ".join(terms))
+    lines.append("                orow[x] = min(np.float32(-2.0) * v, np.float32(0.0))")
     return "\n".join(lines) + "\n"
 
 
@@ -285,27 +345,28 @@ def _cache_dir() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "mmdrfuse_ros"
 
 
-def fused_kernel() -> Any:
-    """The compiled numba kernel, or None when numba is not installed (OpenCV path then)."""
-    global _kernel, _kernel_tried
+def fused_kernel(parallel: bool = True) -> Any:
+    """The compiled numba kernel (``parallel=False``: its serial build), or None when numba is
+    not installed (OpenCV path then)."""
     with _kernel_lock:
-        if _kernel_tried:
-            return _kernel
-        _kernel_tried = True
+        if parallel in _kernels:
+            return _kernels[parallel]
         if importlib.util.find_spec("numba") is None:
             log.info("numba not installed: cpu-fast uses the OpenCV filter2D path")
+            _kernels[parallel] = None
             return None
-        source = _kernel_source()
+        source = _kernel_source(parallel=parallel)
         try:
-            _kernel = _load_cached_kernel(source)
+            kernel = _load_cached_kernel(source)
         except Exception as exc:  # read-only or stale cache: compile in memory, no disk cache
             log.info("kernel cache unusable (%s: %s); compiling in memory", type(exc).__name__, exc)
             namespace: dict[str, Any] = {}
             exec(compile(source.replace("cache=True", "cache=False"), "<student_kernel>", "exec"),
                  namespace)
-            _kernel = namespace["student_preact"]
-            _smoke_test(_kernel)
-        return _kernel
+            kernel = namespace["student_exponent"]
+            _smoke_test(kernel)
+        _kernels[parallel] = kernel
+        return kernel
 
 
 def _load_cached_kernel(source: str) -> Any:
@@ -322,8 +383,8 @@ def _load_cached_kernel(source: str) -> Any:
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module  # numba's cache re-imports the module by name when loading
     spec.loader.exec_module(module)
-    _smoke_test(module.student_preact)
-    return module.student_preact
+    _smoke_test(module.student_exponent)
+    return module.student_exponent
 
 
 def _smoke_test(kernel: Any) -> None:

@@ -19,9 +19,10 @@ from typing import Any
 import numpy as np
 
 from ..resources import default_weights_path
-from .backends import Backend, check_backend_device, create_backend
+from .backends import Backend, apply_thread_budget, check_backend_device, create_backend
 from .geometry import ThermalRegistration, validate_homography
 from .model import Checkpoint, CheckpointError, load_checkpoint
+from .output import DEFAULT_PERCENTILES, OutputMapper
 from .preprocess import (
     OUTPUT_COLORS,
     OUTPUT_DTYPES,
@@ -35,6 +36,12 @@ from .preprocess import (
 )
 
 log = logging.getLogger("mmdrfuse_ros.fusion")
+
+#: below this many pixels the numba kernel runs serially: at camera cadence its sleeping
+#: workers take 4-6 ms to wake on a busy 2-core machine, more than splitting a frame smaller
+#: than full HD saves (``benchmarks/bench_fusion.py --cadence``: 1280x720 serial 4.3 ms median
+#: at 30 Hz against 6.4 ms parallel)
+DEFAULT_PARALLEL_MIN_PIXELS = 1920 * 1080
 
 
 @dataclass
@@ -52,6 +59,14 @@ class FusionSettings:
     visible_order: str = "bgr"
     output_color: str = "bgr"
     output_dtype: str = "uint8"
+    #: fused luma -> displayed intensity (fusion/output.py): raw, minmax or percentile
+    output_mapping: str = "raw"
+    output_percentiles: tuple[float, float] = DEFAULT_PERCENTILES
+    output_smoothing: float = 0.0
+    #: threads for OpenCV, PyTorch (CPU) and the numba kernel; 0 = the libraries' defaults
+    threads: int = 0
+    #: the numba kernel runs serially on frames with fewer pixels than this
+    parallel_min_pixels: int = DEFAULT_PARALLEL_MIN_PIXELS
 
     def __post_init__(self) -> None:
         if self.visible_order not in ("bgr", "rgb"):
@@ -64,6 +79,13 @@ class FusionSettings:
             self.thermal_window = _pair("thermal_window", self.thermal_window)
         self.thermal_percentiles = _pair("thermal_percentiles", self.thermal_percentiles)
         self.homography = validate_homography(self.homography)
+        self.output_percentiles = _pair("output_percentiles", self.output_percentiles)
+        OutputMapper(self.output_mapping, self.output_percentiles, self.output_smoothing)
+        for name in ("threads", "parallel_min_pixels"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 0:
+                raise ValueError(f"{name} must be an integer >= 0, got {value!r}")
+            setattr(self, name, int(value))
         # Building one checks the normalisation settings with the same messages.
         ThermalNormalizer(self.thermal_norm, self.thermal_window, self.thermal_percentiles,
                           self.thermal_smoothing)
@@ -129,16 +151,18 @@ class FusionEngine:
             "format": checkpoint.source_format,
             "meta": checkpoint.meta,
         }
-        self._backend: Backend | None = create_backend(
-            backend, device, checkpoint, fp16=self.settings.fp16,
-            channels_last=self.settings.channels_last,
-        )
         s = self.settings
+        apply_thread_budget(s.threads)
+        self._backend: Backend | None = create_backend(
+            backend, device, checkpoint, fp16=s.fp16, channels_last=s.channels_last,
+            threads=s.threads, parallel_min_pixels=s.parallel_min_pixels,
+        )
         self._normalizer = ThermalNormalizer(
             s.thermal_norm, s.thermal_window, s.thermal_percentiles, s.thermal_smoothing
         )
         self._register = ThermalRegistration(s.homography)
         self._warned_resize = False
+        self._output = OutputMapper(s.output_mapping, s.output_percentiles, s.output_smoothing)
 
     @staticmethod
     def validate(
@@ -197,10 +221,24 @@ class FusionEngine:
             raise FusionInputError("the network produced non-finite values")
         return out
 
-    def finish(self, fused_luma: np.ndarray, prepared: PreparedPair) -> np.ndarray:
-        """Restore the visible chroma and convert to the configured colour layout and dtype."""
+    def finish(self, fused_luma: np.ndarray, prepared: PreparedPair,
+               out: np.ndarray | None = None) -> np.ndarray:
+        """Map the fused luma (``output_mapping``), restore the visible chroma and convert to the
+        configured colour layout and dtype.
+
+        ``out``: a preallocated array of the result's shape and dtype to write into (e.g. the
+        buffer of the message that will carry it, see :meth:`output_layout`).
+        """
         s = self.settings
-        return compose_output(fused_luma, prepared.visible, s.output_color, s.output_dtype)
+        return compose_output(self._output(fused_luma), prepared.visible, s.output_color,
+                              s.output_dtype, out)
+
+    def output_layout(self, visible_shape: tuple[int, ...]) -> tuple[tuple[int, ...], np.dtype]:
+        """Shape and dtype of :meth:`finish`'s result for a visible frame of this shape."""
+        s = self.settings
+        h, w = visible_shape[:2]
+        shape = (h, w) if s.output_color == "gray" else (h, w, 3)
+        return shape, np.dtype(np.uint8 if s.output_dtype == "uint8" else np.float32)
 
     def fuse(self, thermal: np.ndarray, visible: np.ndarray) -> np.ndarray:
         """Fuse one pair; the result is in the visible camera's geometry."""
@@ -209,14 +247,17 @@ class FusionEngine:
 
     # -- lifecycle --------------------------------------------------------------------------
     def warmup(self, height: int = 512, width: int = 640, iterations: int = 2) -> None:
-        """Compile kernels, allocate buffers and (on CUDA) pick algorithms before real frames."""
+        """Compile kernels (the network's, the colour restore's), allocate buffers and (on CUDA)
+        pick algorithms before real frames."""
         plane = np.full((height, width), 0.5, np.float32)
         for _ in range(iterations):
             self.fuse_luma(plane, plane)
+        compose_output(plane[:8, :8].copy(), split_visible(np.zeros((8, 8, 3), np.uint8)))
 
     def reset(self) -> None:
-        """Forget the smoothed thermal bounds (new camera, bag loop)."""
+        """Forget the smoothed thermal and output bounds (new camera, bag loop)."""
         self._normalizer.reset()
+        self._output.reset()
 
     def close(self) -> None:
         """Release the model and, on CUDA, the GPU memory it held."""

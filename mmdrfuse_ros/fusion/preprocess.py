@@ -6,8 +6,11 @@ share one definition of "thermal normalisation", "luma" and "colour restore".
 
 from __future__ import annotations
 
+import importlib.util
 import logging
+import threading
 from dataclasses import dataclass
+from typing import Any
 
 import cv2
 import numpy as np
@@ -183,22 +186,51 @@ def _percentiles(image: np.ndarray, percentiles: tuple[float, float]) -> tuple[f
 
 @dataclass
 class VisiblePlanes:
-    """The visible frame split for fusion: luma in [0, 1] and, for colour input, its chroma."""
+    """The visible frame split for fusion: luma in [0, 1] and, for colour input, its chroma.
+
+    For an 8-bit colour frame it also keeps the frame itself (``source``, in ``order``): the
+    colour restore then adds the luma change to every channel of the frame
+    (:func:`compose_output`), which is what keeping Cr and Cb means in YCrCb, and Cr/Cb are only
+    computed (:meth:`chroma`) for the outputs that need them.
+    """
 
     luma: np.ndarray  # float32 HxW in [0, 1]
-    crcb: np.ndarray | None  # HxWx2 (Cr, Cb) of the input's depth (uint8 or float32), or None
+    crcb: np.ndarray | None  # HxWx2 (Cr, Cb) of the input's depth, None for grey (or not yet)
     is_uint8: bool
+    source: np.ndarray | None = None  # the C-contiguous uint8 HxWx3 frame (8-bit colour input)
+    order: str = "bgr"  # channel order of source
+
+    @property
+    def is_colour(self) -> bool:
+        return self.crcb is not None or self.source is not None
+
+    def chroma(self) -> np.ndarray | None:
+        """Cr/Cb (HxWx2), computed from ``source`` on first use; None for grey input."""
+        if self.crcb is None and self.source is not None:
+            code = cv2.COLOR_BGR2YCrCb if self.order == "bgr" else cv2.COLOR_RGB2YCrCb
+            self.crcb = cv2.cvtColor(self.source, code)[:, :, 1:]
+        return self.crcb
 
 
 def split_visible(visible: np.ndarray, order: str = "bgr") -> VisiblePlanes:
-    """Luma Y = 0.299 R + 0.587 G + 0.114 B (BT.601, as in the paper) and the Cr/Cb to restore."""
+    """Luma Y = 0.299 R + 0.587 G + 0.114 B (BT.601, as in the paper) and the Cr/Cb to restore.
+
+    8-bit colour: Y is OpenCV's 8-bit YCrCb luma, bit for bit, in one pass where numba is
+    installed."""
     if visible.ndim == 2:
         return VisiblePlanes(to_unit_float(visible), None, visible.dtype == np.uint8)
     code = cv2.COLOR_BGR2YCrCb if order == "bgr" else cv2.COLOR_RGB2YCrCb
     if visible.dtype == np.uint8:
+        kernel = jit_kernel(_luma_rows)
+        if kernel is not None:
+            visible = np.ascontiguousarray(visible)  # a view of a message already is
+            luma = np.empty(visible.shape[:2], np.float32)
+            kernel(visible, luma, *(_LUMA_FIXED if order == "bgr" else _LUMA_FIXED[::-1]))
+            return VisiblePlanes(luma, None, True, visible, order)
         ycrcb = cv2.cvtColor(visible, code)
-        luma = ycrcb[:, :, 0].astype(np.float32) * np.float32(1.0 / 255.0)
-        return VisiblePlanes(luma, ycrcb[:, :, 1:], True)
+        luma = np.multiply(cv2.extractChannel(ycrcb, 0), np.float32(1.0 / 255.0),
+                           dtype=np.float32)  # fmt: skip
+        return VisiblePlanes(luma, ycrcb[:, :, 1:], True, visible, order)
     ycrcb = cv2.cvtColor(to_unit_float(visible), code)  # float: Cr/Cb offset by 0.5
     return VisiblePlanes(np.ascontiguousarray(ycrcb[:, :, 0]), ycrcb[:, :, 1:], False)
 
@@ -208,26 +240,119 @@ OUTPUT_DTYPES = ("uint8", "float32")
 
 
 def compose_output(
-    fused_luma: np.ndarray, planes: VisiblePlanes, color: str = "bgr", dtype: str = "uint8"
+    fused_luma: np.ndarray, planes: VisiblePlanes, color: str = "bgr", dtype: str = "uint8",
+    out: np.ndarray | None = None,
 ) -> np.ndarray:
-    """Put the visible Cr/Cb back around the fused luma and convert to the requested layout."""
+    """Put the visible Cr/Cb back around the fused luma and convert to the requested layout.
+
+    ``out``: where to write the result (a preallocated array of the result's shape and dtype,
+    e.g. a view of an outgoing message's buffer); returned. 8-bit colour in and out in the same
+    channel order takes one pass: each channel of the frame plus the luma change (fused luma
+    minus the frame's exact BT.601 luma), rounded and saturated: a YCrCb round trip without its
+    rounding of Y, Cr and Cb to 8 bits.
+    """
     np.clip(fused_luma, 0.0, 1.0, out=fused_luma)
-    want_colour = color != "gray" and planes.crcb is not None
+    want_colour = color != "gray" and planes.is_colour
+    same_order = want_colour and planes.source is not None and planes.order == color
+    if same_order and dtype == "float32":
+        return _restore_float(fused_luma, planes, out)
+    if same_order and (kernel := jit_kernel(_restore_rows)) is not None:
+        target = out if out is not None and out.flags.c_contiguous else np.empty(
+            planes.source.shape, np.uint8)
+        weights = _LUMA_WEIGHTS if planes.order == "bgr" else _LUMA_WEIGHTS[::-1]
+        kernel(np.ascontiguousarray(fused_luma), np.ascontiguousarray(planes.source), target,
+               *weights)  # fmt: skip
+        if out is not None and target is not out:
+            np.copyto(out, target)
+        return out if out is not None else target
+    result = _compose(fused_luma, planes, color, dtype, want_colour)
+    if out is None:
+        return result
+    np.copyto(out, result)
+    return out
+
+
+def _restore_float(fused_luma: np.ndarray, planes: VisiblePlanes,
+                   out: np.ndarray | None) -> np.ndarray:
+    """The float32 output of the one-pass restore (no rounding): source/255 + the luma change."""
+    weights = _LUMA_WEIGHTS if planes.order == "bgr" else _LUMA_WEIGHTS[::-1]
+    source = planes.source.astype(np.float32)
+    luma = source @ np.asarray(weights, np.float32)
+    result = np.add(source, (fused_luma * np.float32(255.0) - luma)[:, :, None], out=source)
+    result *= np.float32(1.0 / 255.0)
+    return np.clip(result, 0.0, 1.0, out=result if out is None else out)
+
+
+def _compose(fused_luma: np.ndarray, planes: VisiblePlanes, color: str, dtype: str,
+             want_colour: bool) -> np.ndarray:
     if dtype == "uint8":
         y8 = cv2.convertScaleAbs(fused_luma, alpha=255.0)  # rounds and saturates
         if not want_colour:
             return y8 if color == "gray" else cv2.cvtColor(y8, _GRAY_TO[color])
-        crcb = planes.crcb if planes.is_uint8 else cv2.convertScaleAbs(planes.crcb, alpha=255.0)
+        chroma = planes.chroma()
+        crcb = chroma if planes.is_uint8 else cv2.convertScaleAbs(chroma, alpha=255.0)
         ycrcb = cv2.merge((y8, crcb[:, :, 0], crcb[:, :, 1]))
         return cv2.cvtColor(ycrcb, _YCRCB_TO[color])
     if not want_colour:
         return fused_luma if color == "gray" else cv2.cvtColor(fused_luma, _GRAY_TO[color])
-    crcb = planes.crcb.astype(np.float32) * np.float32(1.0 / 255.0) if planes.is_uint8 else (
-        planes.crcb
-    )
+    chroma = planes.chroma()
+    crcb = chroma.astype(np.float32) * np.float32(1.0 / 255.0) if planes.is_uint8 else chroma
     ycrcb = cv2.merge((fused_luma, crcb[:, :, 0], crcb[:, :, 1]))
     return np.clip(cv2.cvtColor(ycrcb, _YCRCB_TO[color]), 0.0, 1.0)
 
 
 _GRAY_TO = {"bgr": cv2.COLOR_GRAY2BGR, "rgb": cv2.COLOR_GRAY2RGB}
+#: BT.601 luma weights of B, G, R as OpenCV's 8-bit YCrCb conversion rounds them
+_LUMA_WEIGHTS = tuple(np.float32(w / 16384.0) for w in (1868, 9617, 4899))
 _YCRCB_TO = {"bgr": cv2.COLOR_YCrCb2BGR, "rgb": cv2.COLOR_YCrCb2RGB}
+
+
+# --- one-pass kernels (numba, compiled on first use and cached on disk) ----------------------
+#: BT.601 luma weights of B, G, R in OpenCV's 8-bit fixed point (/ 2**14, rounded)
+_LUMA_FIXED = (1868, 9617, 4899)
+_jit_lock = threading.Lock()
+_jitted: dict[str, Any] = {}
+
+
+def jit_kernel(func: Any) -> Any:
+    """``func`` compiled by numba (nogil, fastmath, cached on disk), or None where numba is not
+    installed (callers then take their NumPy/OpenCV path)."""
+    with _jit_lock:
+        if func.__name__ not in _jitted:
+            if importlib.util.find_spec("numba") is None:
+                _jitted[func.__name__] = None
+            else:
+                import numba
+
+                _jitted[func.__name__] = numba.njit(fastmath=True, nogil=True,
+                                                    cache=True)(func)  # fmt: skip
+        return _jitted[func.__name__]
+
+
+def _luma_rows(source: Any, luma: Any, w0: int, w1: int, w2: int) -> None:  # pragma: no cover
+    """luma = round(w . source / 2**14) / 255: OpenCV's 8-bit YCrCb Y, as float32 [0, 1]."""
+    height, width = luma.shape
+    for r in range(height):
+        src, out = source[r].reshape(width * 3), luma[r]  # C-contiguous HxWx3 uint8
+        for x in range(width):
+            y = (w0 * np.int32(src[3 * x]) + w1 * np.int32(src[3 * x + 1])
+                 + w2 * np.int32(src[3 * x + 2]) + 8192) >> 14  # fmt: skip
+            out[x] = np.float32(y) * np.float32(1.0 / 255.0)
+
+
+def _restore_rows(fused: Any, source: Any, out: Any, w0: Any, w1: Any,
+                  w2: Any) -> None:  # pragma: no cover (compiled by numba)
+    """The restore loop (C-contiguous arrays: HxW float32, HxWx3 uint8, HxWx3 uint8)."""
+    height, width = fused.shape
+    delta = np.empty(width, np.float32)
+    for r in range(height):
+        f = fused[r]
+        src, dst = source[r].reshape(width * 3), out[r].reshape(width * 3)
+        for x in range(width):  # the luma change in 8-bit levels, +0.5 to round
+            luma = w0 * src[3 * x] + w1 * src[3 * x + 1] + w2 * src[3 * x + 2]
+            delta[x] = f[x] * np.float32(255.0) - luma + np.float32(0.5)
+        for x in range(width):
+            d = delta[x]
+            for c in range(3):
+                v = np.float32(src[3 * x + c]) + d
+                dst[3 * x + c] = np.uint8(min(max(v, np.float32(0.0)), np.float32(255.0)))

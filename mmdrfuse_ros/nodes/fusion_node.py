@@ -9,11 +9,22 @@ A lifecycle node (:class:`~mmdrfuse_ros.nodes.worker.WorkerNode`):
   worker; deactivate undoes that (the engine is closed, which frees CUDA memory); cleanup
   destroys the publishers.
 
-Data path: the two image subscriptions feed an approximate-time synchroniser (``sync.py``);
-its callback only puts the pair in the one-slot mailbox. The worker takes the newest pair,
-converts, fuses and publishes; a pair still waiting when a newer one arrives is dropped and
-counted as ``stale``. The fused image carries the RGB message's header unchanged and is in the
-RGB camera's geometry.
+Data path: the two image subscriptions feed a synchroniser (``sync.py``; ``sync_policy``
+approximate or latest); its callback only puts the pair in the one-slot mailbox. The worker
+takes the newest pair, converts, fuses and publishes; a pair still waiting when a newer one
+arrives is dropped and counted as ``stale``. The fused image carries the RGB message's header
+unchanged and is in the RGB camera's geometry.
+
+Where a frame's time goes: :data:`STAGES`, each as p50/p95 milliseconds in ``stats()`` and on
+``/diagnostics`` (``stage_network_p50_ms``...): ``arrival`` (RGB header stamp to its callback,
+node clock: the transport), ``sync_wait`` (RGB callback to a complete pair: waiting for the
+thermal partner), ``queue`` (pair to worker), ``convert`` (messages to arrays), ``prepare``
+(thermal normalisation, registration, luma split), ``network``, ``colour`` (colour restore and
+output layout) and ``publish`` (building the message and publishing it). They add up to the
+stamp-to-publish latency.
+
+QoS: ``input_*``/``output_*`` parameters, overridable per topic with rclpy's
+``qos_overrides.<topic>.<subscription|publisher>.<policy>`` parameters (``nodes/qos.py``).
 
 Engine parameters (backend, device, weights, thermal normalisation, homography, output encoding)
 apply at run time: a change is validated, then the worker rebuilds the engine before its next
@@ -26,9 +37,12 @@ skipped; no message can stop the node.
 
 from __future__ import annotations
 
+import array
 import contextlib
 import sys
+import threading
 import time
+from collections import OrderedDict
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -38,17 +52,18 @@ from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 
 from mmdrfuse_ros import topics
 from mmdrfuse_ros.fusion import FusionEngine
+from mmdrfuse_ros.fusion.preprocess import FusionInputError
 from mmdrfuse_ros.msgs.compressed import compressed_to_array
 from mmdrfuse_ros.msgs.images import (
     MalformedImageError,
     UnsupportedEncodingError,
-    array_to_image,
     convert_encoding,
     image_to_array,
     is_color_encoding,
 )
-from mmdrfuse_ros.nodes.qos import make_qos
+from mmdrfuse_ros.nodes.qos import check_given_overrides, make_qos, overriding_options
 from mmdrfuse_ros.nodes.sync import SyncedSubscriptions
+from mmdrfuse_ros.nodes.timing import StageTimer
 from mmdrfuse_ros.nodes.worker import WorkerNode, run_node
 from mmdrfuse_ros.settings.fusion import (
     FUSION_PARAMS,
@@ -73,6 +88,10 @@ DROP_CAUSES = (
 #: a stamp this far behind the previous one on the same input means the clock jumped back
 #: (a bag loop): queued messages are forgotten and the thermal smoothing restarts.
 TIME_JUMP_BACK_NS = 1_000_000_000
+#: the timed stages of one frame, in order (see the module docstring)
+STAGES = ("arrival", "sync_wait", "queue", "convert", "prepare", "network", "colour", "publish")
+THERMAL, RGB = 0, 1  # input indices
+_RECEIVE_TIMES_KEPT = 64  # RGB receive times kept for the sync_wait stage
 
 
 # ----------------------------------------------------------------------- message -> array
@@ -112,6 +131,22 @@ def visible_array(msg: Any) -> np.ndarray:
     )
 
 
+def output_message(shape: tuple[int, ...], dtype: np.dtype, encoding: str) -> tuple[Image, Any]:
+    """An Image of this layout and a writable array over its own ``data``: a frame written into
+    the array is published without another copy (``array_to_image`` copies it twice)."""
+    data = array.array("B", b"\0") * (int(np.prod(shape)) * dtype.itemsize)
+    try:  # this rosidl's setter keeps an array.array as it is only when it checks fields
+        msg = Image(check_fields=True)
+    except (TypeError, AssertionError):
+        msg = Image()
+    msg.height, msg.width = int(shape[0]), int(shape[1])
+    msg.encoding = encoding
+    msg.is_bigendian = int(sys.byteorder == "big")
+    msg.step = int(shape[1]) * (shape[2] if len(shape) == 3 else 1) * dtype.itemsize
+    msg.data = data
+    return msg, np.frombuffer(msg.data, dtype).reshape(shape)  # msg.data: data or its copy
+
+
 @dataclass
 class _Pair:
     thermal: Any
@@ -137,7 +172,15 @@ class FusionNode(WorkerNode):
         self._camera_info: CameraInfo | None = None
         self._last_stamp_ns: dict[int, int] = {}
         self._reset_engine_state = False
+        self.stages = StageTimer(STAGES)
+        self._rgb_received: OrderedDict[int, float] = OrderedDict()  # stamp ns -> monotonic
+        self._received_lock = threading.Lock()
+        self._out_cache: tuple[Any, Image, np.ndarray] | None = None  # worker thread only
         super().__init__(node_name, **node_kwargs)
+
+    def stats(self) -> dict[str, Any]:
+        """The base's counters, rates and latencies, then the stage percentiles (ms)."""
+        return {**super().stats(), **self.stages.summary()}
 
     @property
     def _engine(self) -> FusionEngine | None:
@@ -145,6 +188,8 @@ class FusionNode(WorkerNode):
 
     # ------------------------------------------------------------------ WorkerNode hooks
     def _check(self, values: Mapping[str, Any], changed: Collection[str] | None) -> str | None:
+        if changed is None and (reason := check_given_overrides(self)):
+            return reason
         engine = changed is None or any(self._specs[name].live for name in changed)
         return check_fusion_values(values, engine=engine)
 
@@ -166,6 +211,7 @@ class FusionNode(WorkerNode):
         sync = self._inputs.get("sync")
         if sync is not None:
             values["sync"] = sync.implementation
+            values["sync_policy"] = sync.policy_name
             if sync.policy is not None:
                 values["unmatched_evicted"] = sum(sync.policy.evicted)
                 values["queued"] = sum(sync.policy.queued())
@@ -176,37 +222,52 @@ class FusionNode(WorkerNode):
             return "both inputs arrive but no pairs match (check stamps and slop)"
         return None
 
+    def _input_topics(self) -> dict[str, str]:
+        """Which rate meter counts which topic (for the base's silent-input warning)."""
+        sync = self._inputs.get("sync")
+        return dict(zip(("thermal", "rgb"), sync.topics, strict=True)) if sync else {}
+
+    def _publisher(self, msg_type: type, topic: str, values: Mapping[str, Any]) -> Any:
+        qos = make_qos(values["output_reliability"], values["output_depth"])
+        options = overriding_options(self, "publisher", topic)
+        return self.create_lifecycle_publisher(msg_type, topic, qos,
+                                               qos_overriding_options=options)  # fmt: skip
+
     def _open_outputs(self, values: Mapping[str, Any]) -> None:
-        out_qos = make_qos(values["output_reliability"], values["output_depth"])
-        self._outputs["fused"] = self.create_lifecycle_publisher(
-            Image, topics.FUSED_IMAGE, out_qos
-        )
+        self._outputs["fused"] = self._publisher(Image, topics.FUSED_IMAGE, values)
         if values["publish_camera_info"]:
-            self._outputs["info"] = self.create_lifecycle_publisher(
-                CameraInfo, topics.FUSED_CAMERA_INFO, out_qos
-            )
+            self._outputs["info"] = self._publisher(CameraInfo, topics.FUSED_CAMERA_INFO, values)
         self._camera_info = None
 
     def _open_inputs(self, values: Mapping[str, Any]) -> None:
-        in_qos = make_qos(values["input_reliability"], values["input_depth"])
+        def in_qos() -> Any:  # a fresh profile per entity: rclpy writes overrides into it
+            return make_qos(values["input_reliability"], values["input_depth"])
+
         inputs = [
             self._input(topics.THERMAL_IMAGE, values["thermal_transport"]),
             self._input(topics.RGB_IMAGE, values["rgb_transport"]),
         ]
+        options = [overriding_options(self, "subscription", topic) for _, topic in inputs]
+        with self._received_lock:
+            self._rgb_received.clear()
         self._inputs["sync"] = SyncedSubscriptions(
-            self, inputs, in_qos, values["queue_size"], values["slop"],
-            self._on_pair, on_receive=self._on_receive,
+            self, inputs, [in_qos() for _ in inputs], values["queue_size"], values["slop"],
+            self._on_pair, on_receive=self._on_receive, policy=values["sync_policy"],
+            qos_overriding_options=options,
         )  # fmt: skip
         if "info" in self._outputs:
             self._inputs["info"] = self.create_subscription(
-                CameraInfo, topics.RGB_CAMERA_INFO, self._on_camera_info, in_qos
-            )
+                CameraInfo, topics.RGB_CAMERA_INFO, self._on_camera_info, in_qos(),
+                qos_overriding_options=overriding_options(
+                    self, "subscription", topics.RGB_CAMERA_INFO),
+            )  # fmt: skip
 
     def _active_message(self, values: Mapping[str, Any]) -> str:
         sync = self._inputs["sync"]
         return (
-            f"active: {self._describe(self._built)}, sync {sync.implementation} (queue "
-            f"{values['queue_size']}, slop {values['slop']} s), inputs {sync.topics}, output "
+            f"active: {self._describe(self._built)}, sync {values['sync_policy']} "
+            f"({sync.implementation}, queue {values['queue_size']}, slop {values['slop']} s), "
+            f"inputs {sync.topics}, output "
             f"{self._outputs['fused'].topic_name}"
         )
 
@@ -222,6 +283,8 @@ class FusionNode(WorkerNode):
         self.counters.inc(f"received_{name}")
         self.rates[name].tick()
         stamp = stamp_to_ns(msg.header.stamp)
+        if index == RGB:
+            self._note_rgb_arrival(stamp)
         last = self._last_stamp_ns.get(index)
         self._last_stamp_ns[index] = stamp
         if last is not None and stamp < last - TIME_JUMP_BACK_NS:
@@ -233,16 +296,33 @@ class FusionNode(WorkerNode):
                 sync.clear()
             self._reset_engine_state = True
 
+    def _note_rgb_arrival(self, stamp_ns: int) -> None:
+        """Time the arrival stage (stamp -> callback, node clock) and keep the receive time."""
+        now_ns = self.get_clock().now().nanoseconds
+        if now_ns > 0 and stamp_ns > 0:  # now is 0 under use_sim_time until the first /clock
+            self.stages.add("arrival", (now_ns - stamp_ns) / 1e9)
+        with self._received_lock:
+            self._rgb_received[stamp_ns] = time.monotonic()
+            while len(self._rgb_received) > _RECEIVE_TIMES_KEPT:
+                self._rgb_received.popitem(last=False)
+
     def _on_pair(self, thermal: Any, rgb: Any) -> None:
+        now = time.monotonic()
+        with self._received_lock:
+            rgb_received = self._rgb_received.pop(stamp_to_ns(rgb.header.stamp), None)
+        if rgb_received is not None:
+            self.stages.add("sync_wait", now - rgb_received)
         self.counters.inc("pairs")
         self.rates["pairs"].tick()
-        self._offer(_Pair(thermal, rgb, time.monotonic()))
+        self._offer(_Pair(thermal, rgb, now))
 
     def _on_camera_info(self, msg: CameraInfo) -> None:
         self._camera_info = msg
 
     # ------------------------------------------------------------------ the worker
     def _process(self, pair: _Pair, engine: FusionEngine) -> None:
+        lap = self.stages.lap(start=pair.received)
+        lap.mark("queue")
         if self._reset_engine_state:
             self._reset_engine_state = False
             engine.reset()
@@ -253,32 +333,54 @@ class FusionNode(WorkerNode):
             return self._drop("unsupported_encoding", exc)
         except (MalformedImageError, ValueError) as exc:
             return self._drop("malformed_image", exc)
+        lap.mark("convert")
         try:
             prepared = engine.prepare(thermal, visible)
-        except Exception as exc:  # FusionInputError, OpenCV errors from the warp
+        except FusionInputError as exc:  # empty, too small, wrong dtype, NaN
+            return self._drop("malformed_image", exc)
+        except Exception as exc:  # OpenCV errors from the warp
             return self._drop("registration", exc)
+        lap.mark("prepare")
         try:
             luma = engine.fuse_luma(prepared.thermal, prepared.visible.luma)
-            fused = engine.finish(luma, prepared)
-            s = engine.settings
-            out = array_to_image(fused, output_encoding_for(s.output_color, s.output_dtype),
-                                 pair.rgb.header)  # fmt: skip
+            lap.mark("network")
+            out, buffer = self._output_message(engine, visible.shape)
+            engine.finish(luma, prepared, out=buffer)  # written into the message's buffer
+            lap.mark("colour")
+            out.header = pair.rgb.header
         except Exception as exc:
             return self._drop("inference", exc)
+        if self._publish(out, pair.rgb.header):
+            lap.mark("publish")
+            self.counters.inc("fused")
+            self.rates["fused"].tick()
+            self._record_latency(pair.received, pair.rgb.header)
+
+    def _output_message(self, engine: FusionEngine, visible_shape: tuple[int, ...]) -> Any:
+        """The fused image message and a view of its buffer, reused from frame to frame (rclpy
+        has copied a message when publish returns): no allocation, no page faults."""
+        s = engine.settings
+        shape, dtype = engine.output_layout(visible_shape)
+        key = (shape, dtype.str, output_encoding_for(s.output_color, s.output_dtype))
+        if self._out_cache is None or self._out_cache[0] != key:
+            self._out_cache = (key, *output_message(shape, dtype, key[2]))
+        return self._out_cache[1], self._out_cache[2]
+
+    def _publish(self, out: Image, header: Any) -> bool:
+        """Publish the fused image (and camera_info); False when it was not published."""
         try:
             fused_pub, info_pub = self._outputs.get("fused"), self._outputs.get("info")
             if fused_pub is None:
-                return
+                return False
             fused_pub.publish(out)
             info = self._camera_info
             if info_pub is not None and info is not None:
-                info.header = pair.rgb.header
+                info.header = header
                 info_pub.publish(info)
         except Exception as exc:
-            return self._drop("publish", exc)
-        self.counters.inc("fused")
-        self.rates["fused"].tick()
-        self._record_latency(pair.received, pair.rgb.header)
+            self._drop("publish", exc)
+            return False
+        return True
 
 
 def main(args: list[str] | None = None) -> int:

@@ -1,9 +1,10 @@
 """Quality after the nodes stopped: fusion metrics, detection AP, and the sample pictures.
 
 The fusion metrics are computed on a subsample of the fused frames the recorder kept, against
-the sources prepared as the engine prepares them. The detector is run offline on the thermal and
-visible frames of the frames it saw online, so that the fused-image AP is reported beside the
-single-modality APs on the same frames.
+the sources prepared as the engine prepares them. AP is scored on frames chosen from
+the bag before playback (:func:`planned_ap_stamps`): the detector is run offline on their thermal
+and visible frames, and the online fused detections are scored on the same frames, a frame whose
+detections never arrived counting as all misses, so that runs and paths compare.
 """
 
 from __future__ import annotations
@@ -197,6 +198,16 @@ def thermal_for_display(image: np.ndarray) -> np.ndarray:
     return (np.clip(norm(image), 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
 
 
+def planned_ap_stamps(plan: BagPlan, n: int) -> list[int]:
+    """The AP frames: at most ``n`` RGB stamps with ground truth, evenly spaced over the bag.
+
+    Decided from the bag alone, before playback, so that every run and every path (in-process,
+    ``--external``) scores the same frames whatever the nodes drop under load.
+    """
+    rgb = set(plan.rgb_stamps)
+    return select_evenly(sorted(s for s in plan.gt_rgb if s in rgb), n)
+
+
 def _ap(dets: dict[int, list[DetectionRow]], gts: dict[int, np.ndarray]) -> ModalityAP:
     from mmdrfuse_ros.metrics import average_precision
 
@@ -210,28 +221,23 @@ def _ap(dets: dict[int, list[DetectionRow]], gts: dict[int, np.ndarray]) -> Moda
                       num_gt=r["num_gt"], num_detections=r["num_detections"])  # fmt: skip
 
 
-def _ap_note(chosen: int, limit: int) -> str:
+def _ap_note(chosen: int, limit: int, missing: int) -> str:
     return (
-        f"{chosen} frames: those the detector node processed online that have ground truth"
-        + (f" (an even subsample of {limit})" if chosen >= limit else "")
-        + ". fused: the detector node's output on the fused image; visible and thermal: the same "
-        "detector and settings run offline on the RGB frame and on the thermal frame paired with "
-        "it (nearest stamp; percentile-normalised to 8 bits, its own geometry and ground truth)."
+        f"{chosen} frames: the bag's RGB frames with ground truth"
+        + (f", an even subsample of at most {limit}" if chosen >= limit else "")
+        + ", chosen from the bag before playback (the same frames in every run). fused: the "
+        "detector node's output on the fused image; a frame whose detections never arrived "
+        f"counts as all misses ({missing} of {chosen} here; fused_delivered: AP on the others "
+        "only). visible and thermal: the same detector and settings run offline on the RGB frame "
+        "and on the thermal frame paired with it (nearest stamp; percentile-normalised to 8 bits, "
+        "its own geometry and ground truth)."
     )
 
 
-def detection_ap(meas: Measurements, plan: BagPlan, frames: Frames, chosen: list[int],
-                 detector_params: dict[str, Any], limit: int,
-                 progress: Progress) -> DetectionSection:  # fmt: skip
-    """AP of the online fused detections and of the same detector run offline on the thermal
-    and visible frames of the same stamps (the report's "detection" section)."""
-    if not plan.gt_rgb:
-        return DetectionSection(note="the bag has no ground truth: AP not computed")
-    if not chosen:
-        return DetectionSection(note="no detections were received for frames with ground truth")
-    detect = offline_detector(detector_params)
-    gt_f = {s: plan.gt_rgb[s] for s in chosen}
-    det_f = {s: meas.detections.get(s, []) for s in chosen}
+def _offline_ap(frames: Frames, plan: BagPlan, chosen: list[int],
+                detect: Callable[[np.ndarray], list[DetectionRow]],
+                progress: Progress) -> dict[str, ModalityAP]:  # fmt: skip
+    """Visible and thermal AP of the offline detector on the planned frames (no node involved)."""
     det_v: dict[int, list[DetectionRow]] = {}
     gt_t: dict[int, np.ndarray] = {}
     det_t: dict[int, list[DetectionRow]] = {}
@@ -243,10 +249,32 @@ def detection_ap(meas: Measurements, plan: BagPlan, frames: Frames, chosen: list
             gt_t[t_stamp] = plan.gt_thermal[t_stamp]
             det_t[t_stamp] = detect(thermal_for_display(frames.thermal[t_stamp]))
         progress()
-    results = {"fused": _ap(det_f, gt_f), "visible": _ap(det_v, {s: gt_f[s] for s in det_v}),
-               "thermal": _ap(det_t, gt_t)}  # fmt: skip
-    return DetectionSection(note=_ap_note(len(chosen), limit), frames=len(chosen),
-                            results=results)  # fmt: skip
+    return {"visible": _ap(det_v, {s: plan.gt_rgb[s] for s in det_v}),
+            "thermal": _ap(det_t, gt_t)}  # fmt: skip
+
+
+def detection_ap(meas: Measurements, plan: BagPlan, frames: Frames, chosen: list[int],
+                 detect: Callable[[np.ndarray], list[DetectionRow]], limit: int,
+                 progress: Progress) -> DetectionSection:  # fmt: skip
+    """AP of the online fused detections and of ``detect`` run offline on the thermal and
+    visible frames, all on the planned frames ``chosen`` (the report's "detection" section)."""
+    if not plan.gt_rgb:
+        return DetectionSection(note="the bag has no ground truth: AP not computed")
+    if not chosen:
+        return DetectionSection(note="no RGB frame of the bag has ground truth: AP not computed")
+    gt_f = {s: plan.gt_rgb[s] for s in chosen}
+    delivered = {s: meas.detections[s] for s in chosen if s in meas.detections}
+    missing = len(chosen) - len(delivered)
+    fused = _ap({s: delivered.get(s, []) for s in chosen}, gt_f)  # missing: all misses
+    on_delivered = (
+        _ap(delivered, {s: gt_f[s] for s in delivered})
+        if delivered
+        else ModalityAP(error="no fused detections arrived for these frames")
+    )
+    results = {"fused": fused, **_offline_ap(frames, plan, chosen, detect, progress)}
+    return DetectionSection(note=_ap_note(len(chosen), limit, missing), frames=len(chosen),
+                            results=results, fused_missing=missing,
+                            fused_delivered=on_delivered)  # fmt: skip
 
 
 # ----------------------------------------------------------------------------- the evaluation
@@ -283,8 +311,7 @@ def evaluate(meas: Measurements, plan: BagPlan, options: ReplayOptions,
     from tqdm import tqdm
 
     metric_stamps = select_evenly(sorted(meas.kept_fused), options.metrics_frames)
-    ap_stamps = select_evenly(sorted(s for s in meas.detections if s in plan.gt_rgb),
-                              options.ap_frames)  # fmt: skip
+    ap_stamps = planned_ap_stamps(plan, options.ap_frames)
     # pictures: kept frames that the detector also processed, where there are such
     with_dets = [s for s in sorted(meas.kept_fused) if s in meas.detections]
     sample_stamps = select_evenly(with_dets or metric_stamps, options.samples)
@@ -297,7 +324,8 @@ def evaluate(meas: Measurements, plan: BagPlan, options: ReplayOptions,
             detection = DetectionSection(note="detection disabled (--no-detector)")
         else:
             try:
-                detection = detection_ap(meas, plan, frames, ap_stamps, detector_params,
+                detect = offline_detector(detector_params)
+                detection = detection_ap(meas, plan, frames, ap_stamps, detect,
                                          options.ap_frames, lambda: bar.update(1))  # fmt: skip
             except ImportError as exc:
                 detection = DetectionSection(note=f"detector unavailable: {exc}")

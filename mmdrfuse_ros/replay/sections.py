@@ -159,16 +159,23 @@ class ModalityAP:
 
 @dataclass
 class DetectionSection:
-    """AP per input on the same frames (or a note saying why there is none)."""
+    """AP per input on the same frames, planned from the bag (or a note saying why there is
+    none). ``fused_missing``: planned frames whose fused detections never arrived, scored as all
+    misses in ``results["fused"]``; ``fused_delivered``: fused AP on the frames that arrived."""
 
     note: str
     frames: int | None = None
     results: dict[str, ModalityAP] | None = None
+    fused_missing: int | None = None
+    fused_delivered: ModalityAP | None = None
 
     def to_dict(self) -> dict[str, Any]:
         results = None if self.results is None else {k: v.to_dict()
                                                      for k, v in self.results.items()}  # fmt: skip
-        return _without_none({"frames": self.frames, "results": results, "note": self.note})
+        delivered = None if self.fused_delivered is None else self.fused_delivered.to_dict()
+        return _without_none({"frames": self.frames, "fused_missing": self.fused_missing,
+                              "results": results, "fused_delivered": delivered,
+                              "note": self.note})  # fmt: skip
 
 
 # ----------------------------------------------------------------------------- the report

@@ -53,8 +53,12 @@ DETECTOR_PARAMS: tuple[Param, ...] = (
     Param("onnx_classes", [0], "class ids to keep (COCO person = 0)", live=True),
     Param("onnx_runtime", "auto", "ONNX runtime: auto (onnxruntime if installed, CUDA first; "
           "else OpenCV DNN), onnxruntime or opencv", choices=RUNTIMES, live=True),
-    Param("intra_op_threads", 1, "onnxruntime threads per inference (0 = all cores); 1 leaves "
-          "the other cores to the fusion node on a small computer", int_range=(0, 256),
+    Param("intra_op_threads", 1, "onnxruntime threads per inference (0 = all cores, or "
+          "`threads` when that is set; never more than `threads`); 1 leaves the other cores to "
+          "the fusion node on a small computer", int_range=(0, 256), live=True),
+    Param("threads", 0, "thread budget of the detector's OpenCV work (image conversion, "
+          "letterbox, HOG, the OpenCV DNN runtime), process-wide, and the most threads "
+          "onnxruntime gets; 0 = the libraries' defaults (all cores)", int_range=(0, 1024),
           live=True),
     Param("publish_image", False, "also publish detections/image with the boxes drawn "
           "(on configure)"),
@@ -81,12 +85,21 @@ def detector_kwargs(values: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
     classes = tuple(int(c) for c in values["onnx_classes"] or ()) or None
     onnx = {"model_path": values["model_path"], "input_size": values["onnx_input_size"],
             "layout": values["onnx_layout"], "classes": classes, "runtime": values["onnx_runtime"],
-            "intra_op_threads": values["intra_op_threads"]}
+            "intra_op_threads": onnx_threads(values)}
     if backend == "hog":
         return backend, {**common, **hog}
     if backend in ("onnx", "yolox"):
         return backend, {**common, **onnx}
     return backend, {**common, **hog, **onnx}
+
+
+def onnx_threads(values: Mapping[str, Any]) -> int:
+    """onnxruntime's intra-op threads: ``intra_op_threads`` within the ``threads`` budget
+    (the budget itself when ``intra_op_threads`` is 0; 0 = onnxruntime's default)."""
+    asked, budget = int(values["intra_op_threads"]), int(values["threads"])
+    if budget and asked:
+        return min(asked, budget)
+    return asked or budget
 
 
 def check_detector_values(values: Mapping[str, Any], load_model: bool = False) -> str | None:

@@ -12,11 +12,12 @@ from collections.abc import Mapping
 from typing import Any
 
 from mmdrfuse_ros.fusion.backends import BACKENDS
-from mmdrfuse_ros.fusion.engine import FusionEngine
+from mmdrfuse_ros.fusion.engine import DEFAULT_PARALLEL_MIN_PIXELS, FusionEngine
+from mmdrfuse_ros.fusion.output import OUTPUT_MAPPINGS
 from mmdrfuse_ros.fusion.preprocess import THERMAL_NORMS
 
 from .qos import INPUT_DEPTH, INPUT_RELIABILITY, OUTPUT_DEPTH, OUTPUT_RELIABILITY, RELIABILITIES
-from .spec import Param, by_name, check_choice, check_table
+from .spec import INPUT_TIMEOUT, Param, by_name, check_choice, check_table
 
 #: thermal encodings accepted as they are (cv_bridge names)
 THERMAL_ENCODINGS = ("mono8", "mono16", "8UC1", "16UC1", "32FC1")
@@ -30,6 +31,10 @@ OUTPUT_ENCODINGS = {
     "32FC1": ("gray", "float32"),
 }
 TRANSPORTS = ("raw", "compressed")
+#: how thermal and RGB messages are paired (nodes/sync.py): ``approximate`` waits for the
+#: nearest partner and uses each message once; ``latest`` pairs each RGB frame at once with the
+#: newest thermal frame within ``slop``
+SYNC_POLICIES = ("approximate", "latest")
 
 FUSION_PARAMS: tuple[Param, ...] = (
     Param("backend", "auto", "fusion backend: auto (CUDA if present, else cpu-fast), torch or "
@@ -52,9 +57,24 @@ FUSION_PARAMS: tuple[Param, ...] = (
           array_type="double_array"),
     Param("output_encoding", "bgr8", "encoding of fused/image", choices=tuple(OUTPUT_ENCODINGS),
           live=True),
-    Param("queue_size", 10, "approximate-time sync: messages kept per input (on activate)",
+    Param("output_mapping", "percentile", "fused luma -> image: raw (the network output), "
+          "minmax (each frame's min..max, as the paper; pumps on video) or percentile "
+          "(0.5..99.5 percentile "
+          "stretch, bounds smoothed by output_smoothing)", choices=OUTPUT_MAPPINGS, live=True),
+    Param("output_smoothing", 0.95, "output_mapping=percentile: weight of the previous frame's "
+          "bounds (0 = none, < 1)", float_range=(0.0, 1.0), live=True),
+    Param("threads", 0, "thread budget of the engine's OpenCV, PyTorch (CPU) and numba work, "
+          "process-wide; 0 = the libraries' defaults (all cores)", int_range=(0, 1024),
+          live=True),
+    Param("parallel_min_pixels", DEFAULT_PARALLEL_MIN_PIXELS, "cpu-fast: frames with fewer "
+          "pixels run the serial kernel (waking worker threads at camera cadence costs more "
+          "than it saves); 0 = always parallel", int_range=(0, 1 << 30), live=True),
+    Param("sync_policy", "approximate", "pairing: approximate (nearest partner, each message "
+          "once) or latest (each RGB frame at once with the newest thermal frame within slop: "
+          "lower latency) (on activate)", choices=SYNC_POLICIES),
+    Param("queue_size", 10, "sync: messages kept per input (on activate)",
           int_range=(1, 1000)),
-    Param("slop", 0.05, "approximate-time sync: largest stamp difference in a pair, seconds "
+    Param("slop", 0.05, "sync: largest stamp difference in a pair, seconds "
           "(on activate)", float_range=(0.0, 10.0)),
     Param("input_reliability", INPUT_RELIABILITY, "QoS reliability of the image inputs "
           "(on activate)", choices=RELIABILITIES),
@@ -70,14 +90,17 @@ FUSION_PARAMS: tuple[Param, ...] = (
           "(on activate)", choices=TRANSPORTS),
     Param("publish_camera_info", False, "re-publish rgb/camera_info as fused/camera_info with "
           "each fused image's header (on configure)"),
+    INPUT_TIMEOUT,
     Param("autostart", True, "configure and activate at start (false: wait for lifecycle "
           "transitions)"),
 )  # fmt: skip
 _BY_NAME = by_name(FUSION_PARAMS)
 
 
-def validate_sync_params(queue_size: int, slop: float) -> None:
-    """ValueError with the reason for parameters the approximate-time policy cannot work with."""
+def validate_sync_params(queue_size: int, slop: float, policy: str = "approximate") -> None:
+    """ValueError with the reason for parameters the synchroniser cannot work with."""
+    if policy not in SYNC_POLICIES:
+        raise ValueError(f"sync_policy must be one of {list(SYNC_POLICIES)}, got {policy!r}")
     if int(queue_size) < 1:
         raise ValueError(f"queue_size must be >= 1, got {queue_size}")
     if not slop > 0:
@@ -112,6 +135,10 @@ def fusion_engine_kwargs(values: Mapping[str, Any]) -> dict[str, Any]:
         "visible_order": "bgr",  # the node brings RGB messages to BGR order
         "output_color": color,
         "output_dtype": dtype,
+        "output_mapping": values.get("output_mapping", "raw"),
+        "output_smoothing": float(values.get("output_smoothing", 0.0)),
+        "threads": int(values.get("threads", 0)),
+        "parallel_min_pixels": int(values.get("parallel_min_pixels", DEFAULT_PARALLEL_MIN_PIXELS)),
     }
 
 
@@ -126,7 +153,8 @@ def check_fusion_values(values: Mapping[str, Any], engine: bool = True) -> str |
     try:
         if engine:
             FusionEngine.validate(**fusion_engine_kwargs(values))
-        validate_sync_params(values["queue_size"], values["slop"])
+        validate_sync_params(values["queue_size"], values["slop"],
+                             values.get("sync_policy", "approximate"))  # fmt: skip
     except ValueError as exc:
         return str(exc)
     return None
