@@ -439,3 +439,13 @@ def test_bad_frames_raise_fusion_input_error(thermal, visible, message):
 def test_unknown_setting_is_refused():
     with pytest.raises(ValueError, match="unknown fusion setting"):
         FusionEngine(thermal_normalisation="minmax")
+
+
+def test_big_endian_thermal_is_read_like_native_and_float_visible_above_one_is_refused():
+    engine = FusionEngine(backend="cpu-fast")
+    native = np.random.default_rng(0).integers(0, 60000, (64, 80)).astype(np.uint16)
+    visible = np.zeros((64, 80, 3), np.uint8)
+    assert np.array_equal(engine.fuse(native.astype(">u2"), visible),
+                          FusionEngine(backend="cpu-fast").fuse(native, visible))
+    with pytest.raises(FusionInputError, match=r"must be in 0\.\.1"):
+        engine.fuse(native, np.full((64, 80, 3), 200.0, np.float32))

@@ -53,6 +53,11 @@ def check_visible(visible: object) -> np.ndarray:
         raise FusionInputError(f"visible must be HxW, HxWx3 or HxWx4, got shape {arr.shape}")
     if arr.dtype.kind == "f" and not np.isfinite(arr).all():
         raise FusionInputError("visible contains NaN/inf values")
+    if arr.dtype.kind == "f" and float(arr.max()) > 1.0 + 1e-3:
+        raise FusionInputError(
+            f"float visible images must be in 0..1, got a maximum of {float(arr.max()):.4g} "
+            "(divide 8-bit values by 255, or pass the uint8 image)"
+        )
     return arr
 
 
@@ -63,6 +68,8 @@ def _check_array(value: object, name: str) -> np.ndarray:
         raise FusionInputError(f"{name} image is empty (shape {value.shape})")
     if min(value.shape[:2]) < 2:
         raise FusionInputError(f"{name} image is too small to filter (shape {value.shape})")
+    if not value.dtype.isnative:  # big-endian buffers: integers and floats alike
+        value = value.astype(value.dtype.newbyteorder("="))
     if value.dtype not in (np.uint8, np.uint16) and value.dtype.type not in _FLOAT_DTYPES:
         raise FusionInputError(
             f"{name} has dtype {value.dtype}; expected uint8, uint16 or float"
