@@ -48,12 +48,8 @@ __all__ = [
 ]
 
 
-class ApproximateTimePolicy:
-    """Our implementation of the approximate-time policy (see the module docstring); ROS-free.
-
-    ``add(index, stamp_ns, msg)`` returns the matched set (a tuple ordered by input index) or
-    None, and calls each registered callback with the set's messages, outside the lock.
-    """
+class _QueuedPolicy:
+    """Per-input queues keyed by stamp, shared by both policies; ``_add_locked`` differs."""
 
     def __init__(self, n_inputs: int, queue_size: int, slop: float):
         if n_inputs < 2:
@@ -94,7 +90,9 @@ class ApproximateTimePolicy:
                 callback(*matched)
         return matched
 
-    def _add_locked(self, index: int, stamp: int, msg: Any) -> tuple[Any, ...] | None:
+    def _enqueue(self, index: int, stamp: int, msg: Any) -> bool:
+        """Queue ``msg``, evicting the oldest beyond ``queue_size``; False when it was itself
+        older than a full queue (evicted at once, as message_filters does)."""
         own = self._queues[index]
         self.received[index] += 1
         if stamp in own:
@@ -103,8 +101,22 @@ class ApproximateTimePolicy:
         while len(own) > self.queue_size:
             del own[min(own)]
             self.evicted[index] += 1
-        if stamp not in own:
-            return None  # arrived older than a full queue: evicted at once, as message_filters
+        return stamp in own
+
+    def _add_locked(self, index: int, stamp: int, msg: Any) -> tuple[Any, ...] | None:
+        raise NotImplementedError
+
+
+class ApproximateTimePolicy(_QueuedPolicy):
+    """Our implementation of the approximate-time policy (see the module docstring); ROS-free.
+
+    ``add(index, stamp_ns, msg)`` returns the matched set (a tuple ordered by input index) or
+    None, and calls each registered callback with the set's messages, outside the lock.
+    """
+
+    def _add_locked(self, index: int, stamp: int, msg: Any) -> tuple[Any, ...] | None:
+        if not self._enqueue(index, stamp, msg):
+            return None
 
         # nearest-first candidate stamps on every other input, within slop of the new stamp
         others = [i for i in range(self.n_inputs) if i != index]
@@ -126,7 +138,7 @@ class ApproximateTimePolicy:
         return None
 
 
-class LatestPolicy:
+class LatestPolicy(_QueuedPolicy):
     """Pair each primary message at once with the newest message of every other input within
     ``slop``; ROS-free, the same interface as :class:`ApproximateTimePolicy`.
 
@@ -140,52 +152,12 @@ class LatestPolicy:
     """
 
     def __init__(self, n_inputs: int, queue_size: int, slop: float, primary: int = -1):
-        if n_inputs < 2:
-            raise ValueError(f"synchronising needs at least 2 inputs, got {n_inputs}")
-        validate_sync_params(queue_size, slop)
-        self.n_inputs = n_inputs
+        super().__init__(n_inputs, queue_size, slop)
         self.primary = primary % n_inputs
-        self.queue_size = int(queue_size)
-        self.slop_ns = int(slop * 1e9)  # as ApproximateTimePolicy
-        self._queues: list[dict[int, Any]] = [{} for _ in range(n_inputs)]
-        self._callbacks: list[Callable[..., None]] = []
-        self._lock = threading.Lock()
-        self.received = [0] * n_inputs
-        self.evicted = [0] * n_inputs
-        self.replaced = [0] * n_inputs
-        self.matched = 0
-
-    def register_callback(self, callback: Callable[..., None]) -> None:
-        self._callbacks.append(callback)
-
-    def queued(self) -> list[int]:
-        with self._lock:
-            return [len(q) for q in self._queues]
-
-    def clear(self) -> None:
-        with self._lock:
-            for queue in self._queues:
-                queue.clear()
-
-    def add(self, index: int, stamp_ns: int, msg: Any) -> tuple[Any, ...] | None:
-        with self._lock:
-            matched = self._add_locked(index, int(stamp_ns), msg)
-        if matched is not None:
-            for callback in self._callbacks:
-                callback(*matched)
-        return matched
 
     def _add_locked(self, index: int, stamp: int, msg: Any) -> tuple[Any, ...] | None:
-        own = self._queues[index]
-        self.received[index] += 1
-        if stamp in own:
-            self.replaced[index] += 1
-        own[stamp] = msg
-        while len(own) > self.queue_size:
-            del own[min(own)]
-            self.evicted[index] += 1
-        if stamp not in own:
-            return None  # older than a full queue
+        if not self._enqueue(index, stamp, msg):
+            return None
         waiting = [stamp] if index == self.primary else sorted(self._queues[self.primary])[::-1]
         for primary_stamp in waiting:  # newest first
             partners = self._partners(primary_stamp)
