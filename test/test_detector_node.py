@@ -89,6 +89,7 @@ class Harness:
 
     def close(self) -> None:
         self.executor.shutdown()
+        self.thread.join(timeout=5)
         self.node.destroy_node()
         self.helper.destroy_node()
 
@@ -297,3 +298,86 @@ def test_without_a_model_auto_falls_back_to_hog_loudly(harness, people, no_model
     )), "no /diagnostics WARN naming the fetch command"
     last = [s for d in h.diagnostics for s in d.status if s.name == "detector_node: detector"][-1]
     assert status_values(last)["detector_fallback"] == stats["detector_fallback"]
+
+
+# --- QoS overrides the ROS way (rclpy QoSOverridingOptions) ----------------------------------
+
+IMAGE_IN = "qos_overrides./fused/image.subscription."
+DETECTIONS_OUT = "qos_overrides./detections.publisher."
+
+
+def matched(endpoint, count: int = 1, settle: float = 0.5) -> bool:
+    """Whether a publisher (subscription) of the helper matches ``count`` subscriptions
+    (publishers) over DDS: QoS compatibility decides it."""
+    counter = (endpoint.get_subscription_count if hasattr(endpoint, "get_subscription_count")
+               else endpoint.get_publisher_count)  # fmt: skip
+    if count:
+        return wait_until(lambda: counter() == count)
+    time.sleep(settle)  # discovery would have matched them by now
+    return counter() == 0
+
+
+def test_qos_override_parameters_are_declared_with_the_node_values(harness):
+    from rclpy.qos import ReliabilityPolicy
+
+    h = harness(input_depth=3, output_reliability="best_effort")
+    # the names are those of the resolved topics
+    assert h.node.resolve_topic_name(topics.FUSED_IMAGE) == "/fused/image"
+    assert h.node.get_parameter(IMAGE_IN + "reliability").value == "reliable"
+    assert h.node.get_parameter(IMAGE_IN + "depth").value == 3
+    assert h.node.describe_parameter(IMAGE_IN + "reliability").read_only
+    assert h.node.get_parameter(DETECTIONS_OUT + "reliability").value == "best_effort"
+    assert h.node._inputs["image"].qos_profile.reliability == ReliabilityPolicy.RELIABLE
+    assert h.node._outputs["detections"].qos_profile.reliability == (
+        ReliabilityPolicy.BEST_EFFORT)
+    result = h.node.set_parameters([Parameter(IMAGE_IN + "reliability", value="best_effort")])
+    assert not result[0].successful  # read-only: given at start or not at all
+
+
+def test_an_override_given_at_start_changes_the_input_qos(harness, people):
+    from rclpy.qos import ReliabilityPolicy
+
+    image, _ = people
+    h = harness(**{IMAGE_IN + "reliability": "best_effort", IMAGE_IN + "depth": 1,
+                   DETECTIONS_OUT + "depth": 7})  # fmt: skip
+    assert h.node.get_parameter("input_reliability").value == "reliable"  # the override wins
+    qos = h.node._inputs["image"].qos_profile
+    assert (qos.reliability, qos.depth) == (ReliabilityPolicy.BEST_EFFORT, 1)
+    assert h.node.get_parameter(DETECTIONS_OUT + "depth").value == 7
+    assert h.node._outputs["detections"].qos_profile.depth == 7
+    # a best-effort camera now matches the input over DDS: its images are detected
+    best_effort = h.helper.create_publisher(Image, topics.FUSED_IMAGE,
+                                            make_qos("best_effort", 5))  # fmt: skip
+    assert matched(best_effort)
+    msg = array_to_image(image, "bgr8")
+    msg.header.stamp.sec = 9
+    for _ in range(3):  # best effort: a first sample may be lost while discovery settles
+        best_effort.publish(msg)
+        if wait_until(lambda: len(h.received) >= 1, timeout=3):
+            break
+    assert h.received and msg_to_detections(h.received[-1])[0] == 9_000_000_000
+
+
+def test_an_output_override_decides_who_matches(harness):
+    h = harness(**{DETECTIONS_OUT + "reliability": "best_effort"})
+    reliable = h.helper.create_subscription(detection_message_type(), topics.DETECTIONS,
+                                            lambda _: None, make_qos("reliable", 5))
+    best_effort = h.helper.create_subscription(detection_message_type(), topics.DETECTIONS,
+                                               lambda _: None, make_qos("best_effort", 5))
+    assert matched(best_effort)
+    assert matched(reliable, 0)  # a best-effort writer never serves a reliable reader
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "reason"),
+    [
+        (IMAGE_IN + "reliability", "sometimes", "must be one of"),
+        (IMAGE_IN + "depth", -1, "integer >= 0"),
+        (DETECTIONS_OUT + "durability", "forever", "must be one of"),
+    ],
+)
+def test_an_invalid_override_is_refused_at_start_with_the_reason(context, name, value, reason):
+    with pytest.raises(ValueError, match=reason) as refused:
+        DetectorNode(context=context, parameter_overrides=[
+            Parameter("backend", value="hog"), Parameter(name, value=value)])
+    assert name in str(refused.value)
