@@ -38,10 +38,11 @@ from .preprocess import (
 log = logging.getLogger("mmdrfuse_ros.fusion")
 
 #: below this many pixels the numba kernel runs serially: at camera cadence its sleeping
-#: workers take 4-6 ms to wake on a busy 2-core machine, more than splitting a frame smaller
-#: than full HD saves (``benchmarks/bench_fusion.py --cadence``: 1280x720 serial 4.3 ms median
-#: at 30 Hz against 6.4 ms parallel)
-DEFAULT_PARALLEL_MIN_PIXELS = 1920 * 1080
+#: workers take several ms to wake, more than splitting a small frame saves
+#: (``benchmarks/bench_fusion.py --cadence``, 2 idle cores, at 30 Hz: 640x512 serial 1.5 ms
+#: against 5.8 ms parallel; 1280x720 serial 4.1 ms against 2.5 ms parallel). On cores shared
+#: with other work (a detector beside), ``threads: 1`` keeps everything serial.
+DEFAULT_PARALLEL_MIN_PIXELS = 1280 * 720
 
 
 @dataclass
