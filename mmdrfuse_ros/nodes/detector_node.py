@@ -148,13 +148,6 @@ class DetectorNode(WorkerNode):
         sub = self._inputs.get("image")
         return {"images": sub.topic_name} if sub is not None else {}
 
-    def _publisher(self, msg_type: type, topic: str, values: Mapping[str, Any]) -> Any:
-        # a fresh profile per entity: rclpy writes the overrides into the one it is given
-        qos = make_qos(values["output_reliability"], values["output_depth"])
-        options = overriding_options(self, "publisher", topic)
-        return self.create_lifecycle_publisher(msg_type, topic, qos,
-                                               qos_overriding_options=options)  # fmt: skip
-
     def _open_outputs(self, values: Mapping[str, Any]) -> None:
         self._outputs["detections"] = self._publisher(detection_message_type(),
                                                       topics.DETECTIONS, values)  # fmt: skip

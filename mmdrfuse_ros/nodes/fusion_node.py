@@ -227,12 +227,6 @@ class FusionNode(WorkerNode):
         sync = self._inputs.get("sync")
         return dict(zip(("thermal", "rgb"), sync.topics, strict=True)) if sync else {}
 
-    def _publisher(self, msg_type: type, topic: str, values: Mapping[str, Any]) -> Any:
-        qos = make_qos(values["output_reliability"], values["output_depth"])
-        options = overriding_options(self, "publisher", topic)
-        return self.create_lifecycle_publisher(msg_type, topic, qos,
-                                               qos_overriding_options=options)  # fmt: skip
-
     def _open_outputs(self, values: Mapping[str, Any]) -> None:
         self._outputs["fused"] = self._publisher(Image, topics.FUSED_IMAGE, values)
         if values["publish_camera_info"]:

@@ -117,6 +117,15 @@ class WorkerNode(LifecycleNode):
     OUTPUT_RATE = ""  # the rate reported in the diagnostics message
     RECENT_WINDOW_S = 10.0  # bad inputs dropped this recently make the node WARN
 
+    def _publisher(self, msg_type: type, topic: str, values: Mapping[str, Any]) -> Any:
+        """A lifecycle publisher with the output QoS parameters and ``qos_overrides.*``; a fresh
+        profile per entity, because rclpy writes the overrides into the one it is given."""
+        from mmdrfuse_ros.nodes.qos import make_qos, overriding_options
+
+        qos = make_qos(values["output_reliability"], values["output_depth"])
+        options = overriding_options(self, "publisher", topic)
+        return self.create_lifecycle_publisher(msg_type, topic, qos,
+                                               qos_overriding_options=options)  # fmt: skip
     def __init__(self, node_name: str, **node_kwargs: Any) -> None:
         super().__init__(node_name, **node_kwargs)
         self._specs = by_name(self.PARAMS)

@@ -227,13 +227,9 @@ def run_report(args: argparse.Namespace) -> int:
 
     from mmdrfuse_ros.training.report import markdown, score
 
-    models = []
-    for item in args.model:
-        label, sep, path = item.partition("=")
-        if not sep:
-            print(f"error: --model {item!r}: expected LABEL=PATH", file=sys.stderr)
-            return EXIT_INPUT
-        models.append((label, Path(path)))
+    models = _labelled_paths(args.model, "--model")
+    if models is None:
+        return EXIT_INPUT
     inputs = [args.data, args.split, *(path for _, path in models)]
     try:
         for flag, out in (("--out", args.out), ("--json", args.json)):
@@ -281,13 +277,10 @@ def run_students(args: argparse.Namespace) -> int:
     from mmdrfuse_ros.resources import default_weights_path
     from mmdrfuse_ros.training.students import ROW_MAPPINGS, StudentsRequest, compare
 
-    students = [("shipped student", default_weights_path())]
-    for item in args.student:
-        label, sep, path = item.partition("=")
-        if not sep:
-            print(f"error: --student {item!r}: expected LABEL=PATH", file=sys.stderr)
-            return EXIT_INPUT
-        students.append((label, Path(path)))
+    given = _labelled_paths(args.student, "--student")
+    if given is None:
+        return EXIT_INPUT
+    students = [("shipped student", default_weights_path()), *given]
     mappings = [m.strip() for m in args.mappings.split(",") if m.strip()]
     if bad := [m for m in mappings if m not in ROW_MAPPINGS]:
         print(f"error: --mappings {bad}: choose from {ROW_MAPPINGS}", file=sys.stderr)
@@ -315,3 +308,15 @@ def run_students(args: argparse.Namespace) -> int:
     if args.json:
         written &= write_result(args.json, numbers, "scores") == args.json
     return EXIT_OK if written else 1
+
+
+def _labelled_paths(items: list[str], flag: str) -> list[tuple[str, Path]] | None:
+    """``LABEL=PATH`` arguments as (label, path); None (after saying why) for a malformed one."""
+    pairs = []
+    for item in items:
+        label, sep, path = item.partition("=")
+        if not sep:
+            print(f"error: {flag} {item!r}: expected LABEL=PATH", file=sys.stderr)
+            return None
+        pairs.append((label, Path(path)))
+    return pairs
