@@ -6,9 +6,7 @@ Timeouts only bound the waiting; no assertion is about speed.
 
 from __future__ import annotations
 
-import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import cv2
@@ -17,8 +15,7 @@ import pytest
 
 rclpy = pytest.importorskip("rclpy")
 
-from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
-from rclpy.executors import MultiThreadedExecutor  # noqa: E402
+from node_helpers import DetectorHarness, closing_all, wait_until  # noqa: E402
 from rclpy.parameter import Parameter  # noqa: E402
 from sensor_msgs.msg import Image  # noqa: E402
 
@@ -37,8 +34,6 @@ from mmdrfuse_ros.nodes.qos import make_qos  # noqa: E402
 pytestmark = pytest.mark.ros
 
 
-
-
 @pytest.fixture(scope="module")
 def people() -> tuple[np.ndarray, list]:
     """A 640x360 night frame with a lit pedestrian that HOG finds (see test_detection.py)."""
@@ -48,63 +43,17 @@ def people() -> tuple[np.ndarray, list]:
     return image, boxes
 
 
-def wait_until(predicate: Callable[[], bool], timeout: float = 15.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.02)
-    return predicate()
-
-
-class Harness:
-    count = 0
-
-    def __init__(self, context, **params):
-        Harness.count += 1
-        params.setdefault("backend", "hog")  # these tests are about HOG on a synthetic frame
-        overrides = [Parameter(k, value=v) for k, v in params.items()]
-        self.node = DetectorNode(context=context, parameter_overrides=overrides)
-        self.helper = rclpy.create_node(f"detector_test_helper_{Harness.count}", context=context)
-        self.pub = self.helper.create_publisher(Image, topics.FUSED_IMAGE, make_qos("reliable", 5))
-        self.received = []
-        self.diagnostics = []
-        self.helper.create_subscription(detection_message_type(), topics.DETECTIONS,
-                                        self.received.append, make_qos("reliable", 50))
-        self.helper.create_subscription(DiagnosticArray, topics.DIAGNOSTICS,
-                                        self.diagnostics.append, 50)
-        self.executor = MultiThreadedExecutor(num_threads=3, context=context)
-        self.executor.add_node(self.node)
-        self.executor.add_node(self.helper)
-        self.thread = threading.Thread(target=self.executor.spin, daemon=True)
-        self.thread.start()
-        assert wait_until(lambda: self.pub.get_subscription_count() > 0)
-        assert wait_until(lambda: self.helper.count_publishers(topics.DETECTIONS) > 0)
-
+class Harness(DetectorHarness):
     def send(self, image: np.ndarray | Image, sec: int, frame_id: str = "rgb_optical") -> None:
         msg = image if isinstance(image, Image) else array_to_image(image, "bgr8")
         msg.header.stamp.sec, msg.header.stamp.nanosec = sec, 500
         msg.header.frame_id = frame_id
         self.pub.publish(msg)
 
-    def close(self) -> None:
-        self.executor.shutdown()
-        self.thread.join(timeout=5)
-        self.node.destroy_node()
-        self.helper.destroy_node()
-
 
 @pytest.fixture
 def harness(context):
-    made = []
-
-    def make(**params):
-        made.append(Harness(context, **params))
-        return made[-1]
-
-    yield make
-    for h in made:
-        h.close()
+    yield from closing_all(lambda **params: Harness(context, **params))
 
 
 def test_detections_carry_the_image_header_and_find_the_person(harness, people):

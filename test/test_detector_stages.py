@@ -8,9 +8,8 @@ message conversion, waiting and publishing, and reports every stage in ``stats()
 from __future__ import annotations
 
 import math
-import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import cv2
@@ -41,15 +40,6 @@ def opencv_threads() -> Iterator[None]:
     before = cv2.getNumThreads()
     yield
     cv2.setNumThreads(before)
-
-
-def wait_until(predicate: Callable[[], bool], timeout: float = 15.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.02)
-    return predicate()
 
 
 # --- the detectors' own steps, without ROS -----------------------------------------------------
@@ -99,19 +89,13 @@ def test_threads_is_a_live_parameter_with_default_zero():
 # --- the node over real DDS --------------------------------------------------------------------
 
 try:
-    import rclpy
-    from diagnostic_msgs.msg import DiagnosticArray
-    from rclpy.executors import MultiThreadedExecutor
+    from node_helpers import DetectorHarness, closing_all, wait_until
     from rclpy.parameter import Parameter
-    from sensor_msgs.msg import Image
 
-    from mmdrfuse_ros import topics
-    from mmdrfuse_ros.msgs.detections import detection_message_type
     from mmdrfuse_ros.msgs.images import array_to_image
     from mmdrfuse_ros.nodes import detector_node
     from mmdrfuse_ros.nodes.detector_node import STAGES, DetectorNode
     from mmdrfuse_ros.nodes.diagnostics import status_values
-    from mmdrfuse_ros.nodes.qos import make_qos
     from mmdrfuse_ros.nodes.timing import stage_keys, stage_table
 except ImportError as exc:  # the ROS-free tests above still run
     pytestmark_ros = pytest.mark.skip(reason=f"ROS 2 Python packages missing: {exc}")
@@ -119,59 +103,19 @@ else:
     pytestmark_ros = pytest.mark.ros
 
 
-class Rig:
-    """A DetectorNode (HOG unless told), a helper node publishing images, an executor."""
-
-    count = 0
-
-    def __init__(self, context: Any, **params: Any):
-        Rig.count += 1
-        params.setdefault("backend", "hog")
-        self.node = DetectorNode(context=context, parameter_overrides=[
-            Parameter(k, value=v) for k, v in params.items()])
-        self.helper = rclpy.create_node(f"stages_test_helper_{Rig.count}", context=context)
-        self.pub = self.helper.create_publisher(Image, topics.FUSED_IMAGE, make_qos("reliable", 5))
-        self.received: list[Any] = []
-        self.diagnostics: list[DiagnosticArray] = []
-        self.helper.create_subscription(detection_message_type(), topics.DETECTIONS,
-                                        self.received.append, make_qos("reliable", 50))
-        self.helper.create_subscription(DiagnosticArray, topics.DIAGNOSTICS,
-                                        self.diagnostics.append, 50)
-        self.executor = MultiThreadedExecutor(num_threads=3, context=context)
-        self.executor.add_node(self.node)
-        self.executor.add_node(self.helper)
-        self.thread = threading.Thread(target=self.executor.spin, daemon=True)
-        self.thread.start()
-        assert wait_until(lambda: self.pub.get_subscription_count() > 0)
-        assert wait_until(lambda: self.helper.count_publishers(topics.DETECTIONS) > 0)
-
-    def send_frames(self, image: np.ndarray, count: int) -> None:
-        """``count`` images, one at a time (each detected before the next is sent)."""
-        before = len(self.received)
-        for k in range(1, count + 1):
-            msg = array_to_image(image, "bgr8")
-            msg.header.stamp.sec = before + k
-            self.pub.publish(msg)
-            assert wait_until(lambda k=k: len(self.received) >= before + k), self.node.stats()
-
-    def close(self) -> None:
-        self.executor.shutdown()
-        self.thread.join(timeout=5)
-        self.node.destroy_node()
-        self.helper.destroy_node()
+def send_frames(rig: Any, image: np.ndarray, count: int) -> None:
+    """``count`` images, one at a time (each detected before the next is sent)."""
+    before = len(rig.received)
+    for k in range(1, count + 1):
+        msg = array_to_image(image, "bgr8")
+        msg.header.stamp.sec = before + k
+        rig.pub.publish(msg)
+        assert wait_until(lambda k=k: len(rig.received) >= before + k), rig.node.stats()
 
 
 @pytest.fixture
 def rig(context):
-    made: list[Rig] = []
-
-    def make(**params: Any) -> Rig:
-        made.append(Rig(context, **params))
-        return made[-1]
-
-    yield make
-    for r in made:
-        r.close()
+    yield from closing_all(lambda **params: DetectorHarness(context, **params))
 
 
 @pytestmark_ros
@@ -188,7 +132,7 @@ def test_stage_keys_are_there_from_the_start_and_nan_until_an_image(context):
 @pytestmark_ros
 def test_every_stage_is_timed_after_a_few_images(rig, people):
     r = rig(publish_image=True)
-    r.send_frames(people, 3)
+    send_frames(r, people, 3)
     # the publish stage is recorded just after the message leaves: wait for the third record
     assert wait_until(lambda: r.node.stages.count("publish") == 3)
     stats = r.node.stats()
@@ -205,7 +149,7 @@ def test_every_stage_is_timed_after_a_few_images(rig, people):
 @pytestmark_ros
 def test_stages_are_on_diagnostics(rig, people):
     r = rig()
-    r.send_frames(people, 2)
+    send_frames(r, people, 2)
 
     def timed_status() -> dict[str, str] | None:
         for array in list(r.diagnostics):
@@ -241,10 +185,10 @@ def test_a_detector_without_steps_is_timed_whole_as_inference():
 def test_threads_bound_opencv_in_the_detector_process(rig, people, opencv_threads):
     r = rig(threads=1)
     assert cv2.getNumThreads() == 1
-    r.send_frames(people, 1)
+    send_frames(r, people, 1)
     cv2.setNumThreads(4)
     assert r.node.set_parameters([Parameter("threads", value=2)])[0].successful
-    r.send_frames(people, 2)  # the rebuild before the next image applies it
+    send_frames(r, people, 2)  # the rebuild before the next image applies it
     assert cv2.getNumThreads() == 2
     assert not r.node.set_parameters([Parameter("threads", value=-1)])[0].successful
 

@@ -8,9 +8,8 @@ domain on loopback. Timeouts below only bound the waiting; no assertion is about
 from __future__ import annotations
 
 import array
-import threading
 import time
-from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -19,12 +18,13 @@ from image_helpers import array_to_compressed
 
 rclpy = pytest.importorskip("rclpy")
 
+import node_helpers  # noqa: E402
 from builtin_interfaces.msg import Time  # noqa: E402
 from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
 from lifecycle_msgs.msg import Transition  # noqa: E402
 from lifecycle_msgs.srv import ChangeState, GetState  # noqa: E402
+from node_helpers import Spin, closing_all  # noqa: E402
 from rcl_interfaces.srv import SetParameters  # noqa: E402
-from rclpy.executors import MultiThreadedExecutor  # noqa: E402
 from rclpy.lifecycle import TransitionCallbackReturn  # noqa: E402
 from rclpy.parameter import Parameter  # noqa: E402
 from rosgraph_msgs.msg import Clock  # noqa: E402
@@ -56,13 +56,7 @@ def seconds(msg_stamp: Time) -> float:
     return msg_stamp.sec + msg_stamp.nanosec * 1e-9
 
 
-def wait_until(predicate: Callable[[], bool], timeout: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.02)
-    return predicate()
+wait_until = partial(node_helpers.wait_until, timeout=10.0)
 
 
 def rgb_image(t: float, value: int = 40) -> Image:
@@ -84,18 +78,15 @@ def thermal_image(t: float, encoding: str = "mono8", hot: bool = True) -> Image:
     return msg
 
 
-class Harness:
+class Harness(Spin):
     """A FusionNode plus a helper node that feeds it and records what it publishes."""
 
-    count = 0
-
     def __init__(self, context, reliable_inputs: bool = False, **params: Any):
-        Harness.count += 1
         overrides = [Parameter(k, value=v) for k, v in params.items()]
         if reliable_inputs:
             overrides.append(Parameter("input_reliability", value="reliable"))
         self.node = FusionNode(context=context, parameter_overrides=overrides)
-        self.helper = rclpy.create_node(f"fusion_test_helper_{Harness.count}", context=context)
+        super().__init__(context, self.node, num_threads=None)
         qos_in = make_qos("reliable" if reliable_inputs else "best_effort", 20)
         compressed_thermal = params.get("thermal_transport") == "compressed"
         compressed_rgb = params.get("rgb_transport") == "compressed"
@@ -120,11 +111,6 @@ class Harness:
             CameraInfo, topics.FUSED_CAMERA_INFO, self.infos.append, out_qos
         )
         self.helper.create_subscription(DiagnosticArray, topics.DIAGNOSTICS, self._on_diag, 10)
-        self.executor = MultiThreadedExecutor(context=context)
-        self.executor.add_node(self.node)
-        self.executor.add_node(self.helper)
-        self.thread = threading.Thread(target=self.executor.spin, daemon=True)
-        self.thread.start()
 
     def _on_diag(self, msg: DiagnosticArray) -> None:
         for status in msg.status:
@@ -152,25 +138,11 @@ class Harness:
         """One matching pair at stamp t."""
         self.publish([("thermal", thermal_image(t, **thermal_kw)), ("rgb", rgb_image(t))])
 
-    def close(self) -> None:
-        self.executor.shutdown()
-        self.thread.join(timeout=5)
-        self.node.destroy_node()
-        self.helper.destroy_node()
 
 
 @pytest.fixture
 def harness(context):
-    made: list[Harness] = []
-
-    def make(**kw: Any) -> Harness:
-        h = Harness(context, **kw)
-        made.append(h)
-        return h
-
-    yield make
-    for h in made:
-        h.close()
+    yield from closing_all(lambda **kw: Harness(context, **kw))
 
 
 def stream(duration: float, thermal_hz: float = 9.0, rgb_hz: float = 30.0) -> list[tuple]:

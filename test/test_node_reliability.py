@@ -16,7 +16,6 @@ import sys
 import threading
 import time
 import zlib
-from collections.abc import Callable
 from typing import Any
 
 import cv2
@@ -26,8 +25,8 @@ from image_helpers import array_to_compressed
 
 rclpy = pytest.importorskip("rclpy")
 
+from node_helpers import DetectorHarness, Spin, closing_all, wait_until  # noqa: E402
 from rcl_interfaces.srv import SetParametersAtomically  # noqa: E402
-from rclpy.executors import MultiThreadedExecutor  # noqa: E402
 from rclpy.parameter import Parameter  # noqa: E402
 from sensor_msgs.msg import CompressedImage, Image  # noqa: E402
 
@@ -36,7 +35,7 @@ from mmdrfuse_ros.bag.synth import NightScene, SynthConfig  # noqa: E402
 from mmdrfuse_ros.detection import models as detection_models  # noqa: E402
 from mmdrfuse_ros.detection.base import Detection  # noqa: E402
 from mmdrfuse_ros.msgs.compressed import compressed_to_array  # noqa: E402
-from mmdrfuse_ros.msgs.detections import detection_message_type, msg_to_detections  # noqa: E402
+from mmdrfuse_ros.msgs.detections import msg_to_detections  # noqa: E402
 from mmdrfuse_ros.msgs.images import (  # noqa: E402
     MalformedImageError,
     array_to_image,
@@ -52,15 +51,6 @@ from mmdrfuse_ros.nodes.worker import WorkerNode  # noqa: E402
 pytestmark = pytest.mark.ros
 
 
-def wait_until(predicate: Callable[[], bool], timeout: float = 15.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.02)
-    return predicate()
-
-
 @pytest.fixture(scope="module")
 def people() -> np.ndarray:
     """A 640x360 night frame with a lit pedestrian that HOG finds (see test_detection.py)."""
@@ -70,42 +60,7 @@ def people() -> np.ndarray:
     return image
 
 
-class Spin:
-    """A node and a helper node spinning on a MultiThreadedExecutor in a thread."""
-
-    count = 0
-
-    def __init__(self, context: Any, node: WorkerNode):
-        Spin.count += 1
-        self.node = node
-        self.helper = rclpy.create_node(f"reliability_helper_{Spin.count}", context=context)
-        self.executor = MultiThreadedExecutor(num_threads=3, context=context)
-        self.executor.add_node(node)
-        self.executor.add_node(self.helper)
-        self.thread = threading.Thread(target=self.executor.spin, daemon=True)
-        self.thread.start()
-
-    def close(self) -> None:
-        self.executor.shutdown()
-        self.thread.join(timeout=5)
-        self.node.destroy_node()
-        self.helper.destroy_node()
-
-
-class DetectorHarness(Spin):
-    def __init__(self, context: Any, **params: Any):
-        params.setdefault("backend", "hog")
-        node = DetectorNode(context=context,
-                            parameter_overrides=[Parameter(k, value=v) for k, v in params.items()])
-        super().__init__(context, node)
-        self.pub = self.helper.create_publisher(Image, topics.FUSED_IMAGE, make_qos("reliable", 5))
-        self.received: list[Any] = []
-        self.helper.create_subscription(detection_message_type(), topics.DETECTIONS,
-                                        self.received.append, make_qos("reliable", 50))
-        if node.lifecycle_state == "active":
-            assert wait_until(lambda: self.pub.get_subscription_count() > 0)
-            assert wait_until(lambda: self.helper.count_publishers(topics.DETECTIONS) > 0)
-
+class DetectorRig(DetectorHarness):
     def send(self, msg: Image | np.ndarray, sec: int) -> None:
         if isinstance(msg, np.ndarray):
             msg = array_to_image(msg, "bgr8")
@@ -118,15 +73,7 @@ class DetectorHarness(Spin):
 
 @pytest.fixture
 def detector(context):
-    made: list[DetectorHarness] = []
-
-    def make(**params: Any) -> DetectorHarness:
-        made.append(DetectorHarness(context, **params))
-        return made[-1]
-
-    yield make
-    for h in made:
-        h.close()
+    yield from closing_all(lambda **params: DetectorRig(context, **params))
 
 
 def constant_model(path, **kw) -> str:
@@ -262,15 +209,7 @@ class FusionHarness(Spin):
 
 @pytest.fixture
 def fusion(context):
-    made: list[FusionHarness] = []
-
-    def make(**params: Any) -> FusionHarness:
-        made.append(FusionHarness(context, **params))
-        return made[-1]
-
-    yield make
-    for h in made:
-        h.close()
+    yield from closing_all(lambda **params: FusionHarness(context, **params))
 
 
 def test_any_exception_checking_or_building_an_engine_is_refused_or_error(fusion, monkeypatch):

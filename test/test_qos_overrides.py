@@ -7,9 +7,8 @@ QoS is read back from the ROS graph, and data flows (or does not) as DDS matchin
 
 from __future__ import annotations
 
-import threading
 import time
-from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -17,7 +16,8 @@ import pytest
 
 rclpy = pytest.importorskip("rclpy")
 
-from rclpy.executors import MultiThreadedExecutor  # noqa: E402
+import node_helpers  # noqa: E402
+from node_helpers import Spin, closing_all  # noqa: E402
 from rclpy.parameter import Parameter  # noqa: E402
 from rclpy.qos import ReliabilityPolicy  # noqa: E402
 from sensor_msgs.msg import Image  # noqa: E402
@@ -35,31 +35,17 @@ RGB = "qos_overrides./rgb/image_raw.subscription."
 FUSED = "qos_overrides./fused/image.publisher."
 
 
-def wait_until(predicate: Callable[[], bool], timeout: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.02)
-    return predicate()
+wait_until = partial(node_helpers.wait_until, timeout=10.0)
 
 
-class Rig:
+class Rig(Spin):
     """A FusionNode with parameters, a helper node and an executor spinning both."""
 
-    count = 0
-
     def __init__(self, context: Any, **params: Any):
-        Rig.count += 1
         self.node = FusionNode(context=context,
                                parameter_overrides=[Parameter(k, value=v)
                                                     for k, v in params.items()])  # fmt: skip
-        self.helper = rclpy.create_node(f"qos_test_helper_{Rig.count}", context=context)
-        self.executor = MultiThreadedExecutor(context=context)
-        self.executor.add_node(self.node)
-        self.executor.add_node(self.helper)
-        self.thread = threading.Thread(target=self.executor.spin, daemon=True)
-        self.thread.start()
+        super().__init__(context, self.node, num_threads=None)
 
     def endpoint(self, topic: str, kind: str) -> Any:
         """The fusion node's endpoint on ``topic`` ('subscription' or 'publisher'), seen in the
@@ -75,24 +61,11 @@ class Rig:
         assert wait_until(ours), f"no {kind} of the fusion node on {topic}"
         return found[0].qos_profile
 
-    def close(self) -> None:
-        self.executor.shutdown()
-        self.thread.join(timeout=5)
-        self.node.destroy_node()
-        self.helper.destroy_node()
 
 
 @pytest.fixture
 def rig(context):
-    made: list[Rig] = []
-
-    def make(**params: Any) -> Rig:
-        made.append(Rig(context, **params))
-        return made[-1]
-
-    yield make
-    for r in made:
-        r.close()
+    yield from closing_all(lambda **params: Rig(context, **params))
 
 
 def test_without_overrides_the_node_parameters_give_the_qos(rig):
