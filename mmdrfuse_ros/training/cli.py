@@ -232,24 +232,14 @@ def run_report(args: argparse.Namespace) -> int:
         return EXIT_INPUT
     inputs = [args.data, args.split, *(path for _, path in models)]
     try:
-        for flag, out in (("--out", args.out), ("--json", args.json)):
-            if out:
-                check_output(out, inputs, "file", flag=flag)
-                ensure_writable(out, "file", flag=flag)
+        _check_table_outputs(args, inputs)
     except OutputError as exc:  # checked before the scoring, which takes minutes
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_INPUT
     rows = score(args.data, args.split, models)
     n_val = len(json.loads(args.split.read_text())["val"])
     text = markdown(rows, n_val)
-    written = True
-    if args.out:
-        written &= write_result(args.out, text, "report") == args.out
-    else:
-        print(text, end="")
-    if args.json:
-        written &= write_result(args.json, json.dumps(rows, indent=1), "scores") == args.json
-    return EXIT_OK if written else 1
+    return _write_table_outputs(args, text, json.dumps(rows, indent=1), "report")
 
 
 def add_students_arguments(p: argparse.ArgumentParser) -> None:
@@ -287,10 +277,7 @@ def run_students(args: argparse.Namespace) -> int:
         return EXIT_INPUT
     inputs = [*args.data, args.published, args.labelled, *(path for _, path in students)]
     try:
-        for flag, out in (("--out", args.out), ("--json", args.json)):
-            if out:
-                check_output(out, inputs, "file", flag=flag)
-                ensure_writable(out, "file", flag=flag)
+        _check_table_outputs(args, inputs)
         req = StudentsRequest(args.data, students, mappings, args.published, args.labelled,
                               args.yolox, args.flicker_frames)
         text, rows = compare(req, progress=lambda label: print(f"scored {label}",
@@ -300,14 +287,7 @@ def run_students(args: argparse.Namespace) -> int:
         return EXIT_INPUT
     numbers = json.dumps([{"label": r.label, "params": r.params, "metrics": r.metrics,
                            "AP50": r.ap50} for r in rows], indent=1)
-    written = True
-    if args.out:
-        written &= write_result(args.out, text, "table") == args.out
-    else:
-        print(text, end="")
-    if args.json:
-        written &= write_result(args.json, numbers, "scores") == args.json
-    return EXIT_OK if written else 1
+    return _write_table_outputs(args, text, numbers, "table")
 
 
 def _labelled_paths(items: list[str], flag: str) -> list[tuple[str, Path]] | None:
@@ -320,3 +300,24 @@ def _labelled_paths(items: list[str], flag: str) -> list[tuple[str, Path]] | Non
             return None
         pairs.append((label, Path(path)))
     return pairs
+
+
+def _check_table_outputs(args: argparse.Namespace, inputs: list[Path | None]) -> None:
+    """OutputError unless ``--out`` and ``--json`` are usable files that overwrite no input."""
+    for flag, out in (("--out", args.out), ("--json", args.json)):
+        if out:
+            check_output(out, inputs, "file", flag=flag)
+            ensure_writable(out, "file", flag=flag)
+
+
+def _write_table_outputs(args: argparse.Namespace, text: str, numbers: str, what: str) -> int:
+    """The Markdown table to ``--out`` (else stdout) and the numbers to ``--json``; exit 1 when
+    either had to go elsewhere (:func:`write_result` says where)."""
+    written = True
+    if args.out:
+        written &= write_result(args.out, text, what) == args.out
+    else:
+        print(text, end="")
+    if args.json:
+        written &= write_result(args.json, numbers, "scores") == args.json
+    return EXIT_OK if written else 1
