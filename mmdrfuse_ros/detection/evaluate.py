@@ -44,23 +44,6 @@ def minmax_stretch(plane: np.ndarray) -> np.ndarray:
     return (plane - lo) * np.float32(1.0 / (hi - lo))
 
 
-class RawStudent:
-    """A student checkpoint's raw tanh output in [-1, 1], not clamped: what the authors'
-    ``test_student.py`` writes before its per-image stretch."""
-
-    def __init__(self, weights: str | Path) -> None:
-        from ..fusion.model import load_checkpoint
-
-        self.net = load_checkpoint(weights).build()
-
-    def __call__(self, ir01: np.ndarray, y01: np.ndarray) -> np.ndarray:
-        import torch
-
-        with torch.inference_mode():
-            x = torch.from_numpy(np.stack((ir01, y01)).astype(np.float32)[None])
-            return self.net(x)[0, 0].numpy()
-
-
 @dataclass
 class FusedInput:
     """One fused row: a label, its weights (None = shipped) and how its output is scaled."""
@@ -69,7 +52,7 @@ class FusedInput:
     label: str
     weights: Path | None = None
     stretch: str = "none"
-    _raw: RawStudent | None = field(default=None, repr=False)
+    _raw: Any = field(default=None, repr=False)  # StudentNet of this row's weights
     _own: Any = field(default=None, repr=False)
 
     def fuse(self, engine: Any, prepared: Any) -> np.ndarray:
@@ -78,8 +61,10 @@ class FusedInput:
         ir01, y01 = prepared.thermal, prepared.visible.luma
         if self.stretch == "minmax":
             if self._raw is None:
-                self._raw = RawStudent(self.weights or engine.weights_info["path"])
-            return engine.finish(minmax_stretch(self._raw(ir01, y01)), prepared)
+                from ..fusion.model import load_checkpoint
+
+                self._raw = load_checkpoint(self.weights or engine.weights_info["path"]).build()
+            return engine.finish(minmax_stretch(self._raw.unclamped(ir01, y01)), prepared)
         if self._own is None:
             self._own = engine
             if self.weights and Path(self.weights).resolve() != Path(

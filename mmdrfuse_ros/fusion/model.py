@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -57,6 +58,13 @@ class StudentNet(nn.Module):
         """Return ``(features, output)``: the 4-channel ReLU map is what distillation matches."""
         features = self.conv1(x)
         return features, self.conv2(features)
+
+    def unclamped(self, ir01: np.ndarray, y01: np.ndarray) -> np.ndarray:
+        """The tanh output in [-1, 1] for two float [0, 1] planes, not clamped: what the
+        MMDRFuse authors' test script stretches per image (the engine's backends clamp)."""
+        x = torch.from_numpy(np.stack((ir01, y01)).astype(np.float32)[None])
+        with torch.inference_mode():
+            return self(x)[0, 0].numpy()
 
 
 def count_parameters(model: nn.Module) -> int:

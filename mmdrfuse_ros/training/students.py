@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from mmdrfuse_ros.fusion.model import load_checkpoint
 from mmdrfuse_ros.fusion.output import OutputMapper
@@ -79,13 +78,7 @@ def validation_set(folders: Sequence[Path], val_fraction: float = 0.1,
 def net_output(path: Path) -> tuple[FuseFn, int]:
     """The checkpoint's unclamped tanh output on float32 [0, 1] planes, and its size."""
     net = load_checkpoint(path).build().eval()
-
-    def run(ir01: np.ndarray, vi01: np.ndarray) -> np.ndarray:
-        x = torch.from_numpy(np.stack([ir01, vi01]).astype(np.float32))[None]
-        with torch.inference_mode():
-            return net(x)[0, 0].numpy()
-
-    return run, sum(p.numel() for p in net.parameters())
+    return net.unclamped, sum(p.numel() for p in net.parameters())
 
 
 def mapped(net: FuseFn, mapping: str) -> FuseFn:
