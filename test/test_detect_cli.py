@@ -167,3 +167,17 @@ def test_each_fused_row_uses_its_own_weights(tmp_path):
     assert not np.array_equal(FusedInput("b", "b", other).fuse(engine, prepared), shipped)
     stretched = FusedInput("c", "c", other, "minmax").fuse(engine, prepared)
     assert stretched.min() == 0 and stretched.max() == 255  # the per-image stretch
+
+
+def test_the_extra_row_is_labelled_with_its_scaling(tmp_path, capsys):
+    from mmdrfuse_ros.resources import default_weights_path
+
+    root = dataset(tmp_path / "data", n=2)
+    labels = {}
+    for stretch in ("minmax", "none"):
+        out = tmp_path / stretch
+        assert detect(root, out, "--compare-weights", str(default_weights_path()),
+                      "--compare-stretch", stretch) == 0, capsys.readouterr().err
+        md = (out / "results.md").read_text()
+        labels[stretch] = [s for s in ("(min-max)", "(engine output)") if s in md]
+    assert labels == {"minmax": ["(min-max)"], "none": ["(engine output)"]}

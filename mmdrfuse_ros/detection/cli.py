@@ -55,7 +55,8 @@ def _register_detect(subparsers: argparse._SubParsersAction) -> None:
                    "student)")
     p.add_argument("--compare-stretch", choices=STRETCHES, default="minmax",
                    help="scaling of the extra row (minmax: as the MMDRFuse authors output theirs)")
-    p.add_argument("--compare-label", default="fused, published student (min-max)")
+    p.add_argument("--compare-label", help="name of the extra row (default: 'fused, published "
+                   "student (min-max)', or '(engine output)' with --compare-stretch none)")
     p.add_argument("--detector", choices=BACKENDS, default="auto",
                    help="auto: YOLOX when a model is found, else HOG (default)")
     p.add_argument("--model", default="", help="ONNX model (default: discovered YOLOX model)")
@@ -109,7 +110,9 @@ def _build(args: argparse.Namespace) -> tuple[Any, Any, list, str | None]:
         from ..fusion.model import load_checkpoint
 
         load_checkpoint(args.compare_weights)  # a bad file is refused before any work
-        fused.append(FusedInput("fused_compare", args.compare_label, args.compare_weights,
+        scaling = "min-max" if args.compare_stretch == "minmax" else "engine output"
+        label = args.compare_label or f"fused, published student ({scaling})"
+        fused.append(FusedInput("fused_compare", label, args.compare_weights,
                                 args.compare_stretch))
     family = "hog" if args.detector == "hog" or (
         args.detector == "auto" and find_model(args.model) is None) else "onnx"
