@@ -79,7 +79,8 @@ bench-replay: $(STAMP)
 
 # Retrain the shipped student on RoadScene (about 12 minutes on 2 cores).
 train-cpu: $(STAMP)
-	$(BIN)/mmdrfuse train --data ../shared/data/roadscene --out runs/cpu --preset cpu --threads 1
+	$(BIN)/mmdrfuse train --data ../shared/data/roadscene --data ../shared/data/llvip/unlabelled \
+		--out runs/cpu --preset cpu --threads 1
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
