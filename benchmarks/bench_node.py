@@ -40,6 +40,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import roles
+
 from mmdrfuse_ros.fusion.geometry import default_homography
 from mmdrfuse_ros.transport import PROFILE_VARIABLES, profile_environment
 
@@ -194,23 +196,9 @@ def run_sink(node: Any, args: argparse.Namespace) -> None:
 
 
 def run_role(args: argparse.Namespace) -> int:
-    import rclpy
-
-    rclpy.init()
-    node = rclpy.create_node(f"bench_{args.role}")
-    try:
-        if args.role == "pub":
-            return run_publisher(node, args)
-        if args.role == "relay":
-            run_relay(node)
-        else:
-            run_sink(node, args)
-    except KeyboardInterrupt:
-        pass
-    finally:
-        node.destroy_node()
-        rclpy.try_shutdown()
-    return 0
+    return roles.run_role(args.role, {"pub": lambda node: run_publisher(node, args),
+                                      "relay": run_relay,
+                                      "sink": lambda node: run_sink(node, args)})
 
 
 # ------------------------------------------------------------------------------ one run
@@ -445,8 +433,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--domain", type=int, default=None, help="first ROS_DOMAIN_ID")
     parser.add_argument("--start-timeout", type=float, default=90.0)
     parser.add_argument("--json", help="also write the results here")
-    parser.add_argument("--role", choices=["pub", "relay", "sink"], help=argparse.SUPPRESS)
-    parser.add_argument("--result", help=argparse.SUPPRESS)
+    roles.add_role_arguments(parser)
     args = parser.parse_args(argv)  # fmt: skip
     if args.role:
         return run_role(args)

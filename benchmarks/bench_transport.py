@@ -31,6 +31,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import roles
+
 from mmdrfuse_ros.stamps import stamp_to_ns
 from mmdrfuse_ros.transport import DEFAULT_PROFILE_NAME, PROFILE_VARIABLES, profile_environment
 
@@ -49,39 +51,36 @@ def qos(args: argparse.Namespace):
 
 def run_role(args: argparse.Namespace) -> int:
     """One process of the pipeline: 'pub', 'relay' or 'sink'."""
+    return roles.run_role(args.role, {"pub": lambda node: publish(node, args, qos(args)),
+                                      "relay": lambda node: relay(node, qos(args)),
+                                      "sink": lambda node: sink(node, args, qos(args))})
+
+
+def relay(node, profile) -> None:
     import rclpy
-    from rclpy.executors import ExternalShutdownException
     from sensor_msgs.msg import Image
 
-    rclpy.init()
-    node = rclpy.create_node(f"bench_{args.role}")
-    profile = qos(args)
+    out = node.create_publisher(Image, OUT_TOPIC, profile)
+    node.create_subscription(Image, IN_TOPIC, out.publish, profile)
+    rclpy.spin(node)
+
+
+def sink(node, args: argparse.Namespace, profile) -> None:
+    import rclpy
+    from sensor_msgs.msg import Image
+
+    received: list[tuple[int, int, int]] = []  # (frame, stamp ns, receive ns)
+
+    def on_image(msg: Image) -> None:
+        now = time.time_ns()
+        stamp = stamp_to_ns(msg.header.stamp)
+        received.append((int(msg.header.frame_id), stamp, now))
+
+    node.create_subscription(Image, OUT_TOPIC, on_image, profile)
     try:
-        if args.role == "relay":
-            out = node.create_publisher(Image, OUT_TOPIC, profile)
-            node.create_subscription(Image, IN_TOPIC, out.publish, profile)
-            rclpy.spin(node)
-        elif args.role == "sink":
-            received: list[tuple[int, int, int]] = []  # (frame, stamp ns, receive ns)
-
-            def on_image(msg: Image) -> None:
-                now = time.time_ns()
-                stamp = stamp_to_ns(msg.header.stamp)
-                received.append((int(msg.header.frame_id), stamp, now))
-
-            node.create_subscription(Image, OUT_TOPIC, on_image, profile)
-            try:
-                rclpy.spin(node)
-            finally:
-                Path(args.result).write_text(json.dumps({"received": received}))
-        else:
-            return publish(node, args, profile)
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
+        rclpy.spin(node)
     finally:
-        node.destroy_node()
-        rclpy.try_shutdown()
-    return 0
+        Path(args.result).write_text(json.dumps({"received": received}))
 
 
 def publish(node, args: argparse.Namespace, profile) -> int:
@@ -209,8 +208,7 @@ def main(argv: list[str] | None = None) -> int:
         help="first ROS_DOMAIN_ID to use (one per config); default from the pid",
     )
     parser.add_argument("--json", help="also write the rows to this JSON file")
-    parser.add_argument("--role", choices=["pub", "relay", "sink"], help=argparse.SUPPRESS)
-    parser.add_argument("--result", help=argparse.SUPPRESS)
+    roles.add_role_arguments(parser)
     args = parser.parse_args(argv)  # fmt: skip
     if args.role:
         return run_role(args)

@@ -68,6 +68,7 @@ from launch_ros.actions import Node
 
 from launch import LaunchDescription
 from mmdrfuse_ros import topics
+from mmdrfuse_ros.resources import PACKAGE
 from mmdrfuse_ros.settings.params_file import (
     NODES,
     ParamsFileError,
@@ -78,7 +79,6 @@ from mmdrfuse_ros.settings.params_file import (
 )
 from mmdrfuse_ros.transport import DEFAULT_PROFILE_NAME, PROFILE_VARIABLES, profile_environment
 
-PACKAGE = "mmdrfuse_ros"
 LOG_LEVELS = ("debug", "info", "warn", "error", "fatal")
 #: launch argument -> (nodes, parameter) it sets when it is given
 ARGUMENT_PARAMS = {
@@ -89,6 +89,8 @@ ARGUMENT_PARAMS = {
     "detector_model": (("detector_node",), "model_path"),
     "publish_detection_image": (("detector_node",), "publish_image"),
 }
+#: node (and executable) -> its shipped parameters file in config/
+CONFIG_FILES = {"fusion_node": "fusion.yaml", "detector_node": "detector.yaml"}
 BOOL_ARGUMENTS = ("use_sim_time", "autostart", "publish_detection_image")
 #: the context local that holds the names of the arguments given to this launch
 GIVEN_ARGUMENTS = "mmdrfuse_ros_given_arguments"
@@ -195,6 +197,12 @@ def write_parameters(node: str, values: Mapping[str, Any]) -> str:
 
 
 # ------------------------------------------------------------------------ the nodes
+def node_parameters(node: str, config: Path, resolved: Mapping[str, Mapping[str, Any]]) -> list:
+    """A node's ``parameters``: its shipped ``config/<name>.yaml``, then the validated values
+    over it (:func:`write_parameters`)."""
+    return [str(config / CONFIG_FILES[node]), write_parameters(node, resolved[node])]
+
+
 def make_nodes(context: Any, config: Path) -> list[Node]:
     """The two nodes, built at launch time from the validated configuration."""
     arguments = dict(context.launch_configurations)
@@ -213,10 +221,7 @@ def make_nodes(context: Any, config: Path) -> list[Node]:
     fusion = Node(
         executable="fusion_node",
         name="fusion_node",
-        parameters=[
-            str(config / "fusion.yaml"),
-            write_parameters("fusion_node", resolved["fusion_node"]),
-        ],
+        parameters=node_parameters("fusion_node", config, resolved),
         remappings=[
             (topics.THERMAL_IMAGE, arguments["thermal_topic"]),
             (topics.RGB_IMAGE, arguments["rgb_topic"]),
@@ -228,10 +233,7 @@ def make_nodes(context: Any, config: Path) -> list[Node]:
     detector = Node(
         executable="detector_node",
         name="detector_node",
-        parameters=[
-            str(config / "detector.yaml"),
-            write_parameters("detector_node", resolved["detector_node"]),
-        ],
+        parameters=node_parameters("detector_node", config, resolved),
         remappings=[(topics.FUSED_IMAGE, fused)],
         **common,
     )

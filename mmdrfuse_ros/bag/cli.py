@@ -7,8 +7,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from mmdrfuse_ros.cli_args import add_out, add_pair_inputs
+
 #: exit codes: 0 done, 1 ran but failed part way (partial output written), 2 unusable input.
 EXIT_OK, EXIT_PARTIAL, EXIT_INPUT = 0, 1, 2
+OUT_HELP = "bag directory to create"
 
 
 def _size(text: str) -> tuple[int, int]:
@@ -21,20 +24,42 @@ def _size(text: str) -> tuple[int, int]:
     return w, h
 
 
+SYNTH_DESCRIPTION = """\
+Write a synthetic thermal/RGB rosbag2: warm pedestrians that a dark, noisy RGB camera barely
+sees, free-running camera clocks, the thermal->RGB homography on /mmdrfuse/calibration and
+ground-truth boxes on /ground_truth/... (docs/REPLAY.md). The fusion node's parameters for it go
+to <out>/mmdrfuse_params.yaml.
+"""
+
+FROM_FOLDERS_DESCRIPTION = """\
+Pairs are matched by file name; both images of a pair get the same stamp. LLVIP: --ir
+infrared/test --vis visible/test --annotations Annotations (VOC person boxes become ground
+truth). The fusion node's parameters for the bag (homography, thermal normalisation) are written
+to <out>/mmdrfuse_params.yaml.
+"""
+
+INFO_DESCRIPTION = """\
+Topics, types, counts and duration of a bag (of its readable part when it is truncated: exit 1),
+its fusion_node params file, and the ros2 launch / ros2 bag play lines that replay it into nodes
+started by launch.
+"""
+
+
+def _add_bag_writing(p: argparse.ArgumentParser) -> None:
+    """The options of every command that writes a bag: its storage, and the progress bar."""
+    p.add_argument("--storage", choices=("mcap", "sqlite3"), default="mcap")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
 def register(subparsers: Any) -> None:
     bag = subparsers.add_parser("bag", help="make rosbags: synthetic, from dataset folders")
     bag_sub = bag.add_subparsers(dest="bag_command", metavar="BAG_COMMAND")
     bag.set_defaults(func=lambda args: (bag.print_help(), EXIT_INPUT)[1])
 
     synth = bag_sub.add_parser(
-        "synth",
-        help="a synthetic night street (thermal mono16 + dark RGB, ground truth, homography)",
-        description="Write a synthetic thermal/RGB rosbag2: warm pedestrians that a dark, noisy "
-        "RGB camera barely sees, free-running camera clocks, the thermal->RGB homography on "
-        "/mmdrfuse/calibration and ground-truth boxes on /ground_truth/... (docs/REPLAY.md). "
-        "The fusion node's parameters for it go to <out>/mmdrfuse_params.yaml.",
-    )
-    synth.add_argument("--out", required=True, type=Path, help="bag directory to create")
+        "synth", description=SYNTH_DESCRIPTION,
+        help="a synthetic night street (thermal mono16 + dark RGB, ground truth, homography)")
+    add_out(synth, OUT_HELP)
     synth.add_argument("--duration", type=float, default=10.0, help="seconds (default 10)")
     synth.add_argument("--rgb-rate", type=float, default=30.0, help="Hz (default 30)")
     synth.add_argument("--thermal-rate", type=float, default=30.0,
@@ -43,36 +68,26 @@ def register(subparsers: Any) -> None:
     synth.add_argument("--thermal-size", type=_size, default=(640, 512), help="WxH (640x512)")
     synth.add_argument("--pedestrians", type=int, default=4, help="walkers (default 4)")
     synth.add_argument("--seed", type=int, default=0)
-    synth.add_argument("--storage", choices=("mcap", "sqlite3"), default="mcap")
-    synth.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _add_bag_writing(synth)
     synth.set_defaults(func=cmd_synth)
 
     folders = bag_sub.add_parser(
-        "from-folders",
-        help="a bag from registered IR/visible dataset folders (RoadScene, TNO, MSRS, LLVIP)",
-        description="Pairs are matched by file name; both images of a pair get the same stamp. "
-        "LLVIP: --ir infrared/test --vis visible/test --annotations Annotations (VOC person "
-        "boxes become ground truth). The fusion node's parameters for the bag (homography, "
-        "thermal normalisation) are written to <out>/mmdrfuse_params.yaml.",
-    )
-    folders.add_argument("--ir", required=True, type=Path, help="infrared images folder")
-    folders.add_argument("--vis", required=True, type=Path, help="visible images folder")
-    folders.add_argument("--out", required=True, type=Path, help="bag directory to create")
+        "from-folders", description=FROM_FOLDERS_DESCRIPTION,
+        help="a bag from registered IR/visible dataset folders (RoadScene, TNO, MSRS, LLVIP)")
+    add_pair_inputs(folders, "infrared images folder", "visible images folder")
+    add_out(folders, OUT_HELP)
     folders.add_argument("--rate", type=float, default=10.0, help="pairs per second (10)")
     folders.add_argument("--annotations", type=Path, help="VOC .xml folder (LLVIP)")
     folders.add_argument("--limit", type=int, help="only the first N pairs (by name), N >= 1")
     folders.add_argument("--homography", type=Path,
                          help="3x3 thermal->visible homography (.npy, .json, .yaml or text) for "
                          "pairs that are not registered; default: registered (identity)")
-    folders.add_argument("--storage", choices=("mcap", "sqlite3"), default="mcap")
-    folders.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _add_bag_writing(folders)
     folders.set_defaults(func=cmd_from_folders)
 
     info = bag_sub.add_parser(
-        "info", help="topics, types, counts and duration of a bag, and how to play it",
-        description="Topics, types, counts and duration of a bag (of its readable part when it "
-        "is truncated: exit 1), its fusion_node params file, and the ros2 launch / ros2 bag "
-        "play lines that replay it into nodes started by launch.")
+        "info", description=INFO_DESCRIPTION,
+        help="topics, types, counts and duration of a bag, and how to play it")
     info.add_argument("bag", type=Path)
     info.set_defaults(func=cmd_info)
 

@@ -18,8 +18,15 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from ..cli_args import add_out, add_pair_inputs, add_weights
 from . import BACKENDS
 from .models import DEFAULT_MODEL_URL, DEFAULT_TIMEOUT_S, FETCH_COMMAND
+
+DETECT_DESCRIPTION = """\
+Fuse every labelled pair, run one detector on the thermal image, the visible image and the fused
+image(s), and write AP@0.5 and AP@[.5:.95] per input (results.md, results.json) and a picture
+grid (grid.png: ground truth red, detections green) into --out.
+"""
 
 #: evaluation keeps low-scoring boxes (AP integrates over all of them), per backend family.
 EVAL_SCORE_THRESHOLD = {"hog": 0.0, "onnx": 0.01}
@@ -33,19 +40,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def _register_detect(subparsers: argparse._SubParsersAction) -> None:
     from .evaluate import STRETCHES
 
-    p = subparsers.add_parser(
-        "detect",
-        help="pedestrian AP on thermal-only, visible-only and fused images",
-        description="Fuse every labelled pair, run one detector on the thermal image, the "
-        "visible image and the fused image(s), and write AP@0.5 and AP@[.5:.95] per input "
-        "(results.md, results.json) and a picture grid (grid.png: ground truth red, "
-        "detections green) into --out.",
-    )
-    p.add_argument("--ir", type=Path, required=True, help="thermal images folder")
-    p.add_argument("--vis", type=Path, required=True, help="visible images folder")
+    p = subparsers.add_parser("detect", description=DETECT_DESCRIPTION,
+                              help="pedestrian AP on thermal-only, visible-only and fused images")
+    add_pair_inputs(p, "thermal images folder", "visible images folder")
     p.add_argument("--annotations", type=Path, required=True, help="VOC .xml folder")
-    p.add_argument("--out", type=Path, required=True, help="results folder")
-    p.add_argument("--weights", type=Path, help="student checkpoint (default: shipped weights)")
+    add_out(p, "results folder")
+    add_weights(p)
     p.add_argument("--stretch", choices=STRETCHES, default="none",
                    help="how the fused output is scaled: none (the engine's output, as the node "
                    "publishes it) or minmax (raw output stretched per image)")

@@ -10,6 +10,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
+from ..cli_args import add_out, add_pair_inputs, add_weights
 from ..datasets import (
     IMAGE_EXTENSIONS,
     DatasetError,
@@ -24,23 +25,21 @@ from .backends import BACKENDS
 from .model import CheckpointError
 from .preprocess import THERMAL_NORMS, FusionInputError
 
+FUSE_DESCRIPTION = """\
+Fuse one thermal/visible pair, or every same-named pair of two folders (RoadScene/TNO ir/vi,
+LLVIP infrared/visible; a dataset root with such sub-folders works too). Bad pairs (unreadable,
+truncated, sizes that differ) are reported by name; every good pair is still written. --out is
+refused before any work when it is, lies inside or contains an input, or cannot be written.
+"""
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser(
-        "fuse",
-        help="fuse thermal/visible image pairs into PNGs",
-        description="Fuse one thermal/visible pair, or every same-named pair of two folders "
-        "(RoadScene/TNO ir/vi, LLVIP infrared/visible; a dataset root with such sub-folders "
-        "works too). Bad pairs (unreadable, truncated, sizes that differ) are reported by name; "
-        "every good pair is still written. --out is refused before any work when it is, lies "
-        "inside or contains an input, or cannot be written.",
-    )
-    p.add_argument("--ir", type=Path, required=True, help="thermal image file or folder")
-    p.add_argument("--vis", type=Path, help="visible image file or folder (omit if --ir is a "
-                   "dataset root with ir/vi or infrared/visible)")
-    p.add_argument("--out", type=Path, required=True,
-                   help="output folder (or .png file for one pair)")
-    p.add_argument("--weights", type=Path, help="student checkpoint (default: shipped weights)")
+    p = subparsers.add_parser("fuse", help="fuse thermal/visible image pairs into PNGs",
+                              description=FUSE_DESCRIPTION)
+    add_pair_inputs(p, "thermal image file or folder", "visible image file or folder (omit if "
+                    "--ir is a dataset root with ir/vi or infrared/visible)", vis_required=False)
+    add_out(p, "output folder (or .png file for one pair)")
+    add_weights(p)
     p.add_argument("--backend", choices=BACKENDS, default="auto")
     p.add_argument("--device", help="cpu, cuda or cuda:N (torch backend)")
     p.add_argument("--fp16", action="store_true", help="half precision on CUDA")

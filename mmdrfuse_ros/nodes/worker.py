@@ -28,7 +28,7 @@ import math
 import sys
 import threading
 import time
-from collections.abc import Collection, Mapping
+from collections.abc import Callable, Collection, Mapping
 from typing import Any
 
 from rcl_interfaces.msg import SetParametersResult
@@ -515,7 +515,6 @@ def run_node(factory: type[WorkerNode], executable: str,
         return 2
     import rclpy
     from rclpy.exceptions import InvalidParameterTypeException, InvalidParameterValueException
-    from rclpy.executors import ExternalShutdownException
 
     try:
         rclpy.init(args=args)
@@ -528,11 +527,20 @@ def run_node(factory: type[WorkerNode], executable: str,
         print(f"{executable}: invalid parameter: {exc}", file=sys.stderr)
         rclpy.try_shutdown()
         return 1
+    return spin_until_shutdown(node)
+
+
+def spin_until_shutdown(node: Any, work: Callable[[], int | None] | None = None) -> int:
+    """Spin ``node`` (or run ``work``, which spins it its own way) until it returns, Ctrl-C or
+    an external shutdown; then destroy the node and shut rclpy down. The exit code: what
+    ``work`` returned, else 0. The end of every process that runs one node (benchmarks too)."""
+    import rclpy
+    from rclpy.executors import ExternalShutdownException
+
     try:
-        rclpy.spin(node)
+        return (work() if work is not None else rclpy.spin(node)) or 0
     except (KeyboardInterrupt, ExternalShutdownException):
-        pass
+        return 0
     finally:
         node.destroy_node()
         rclpy.try_shutdown()
-    return 0

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -217,8 +218,7 @@ def add_report_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", type=Path, required=True)
     p.add_argument("--split", type=Path, required=True, help="split.json written by a run")
     p.add_argument("--model", action="append", default=[], metavar="LABEL=PATH")
-    p.add_argument("--out", type=Path, help="write the Markdown table here (default: stdout)")
-    p.add_argument("--json", type=Path, help="also write all numbers as JSON")
+    _add_table_outputs(p, "write the Markdown table here (default: stdout)")
 
 
 def run_report(args: argparse.Namespace) -> int:
@@ -230,16 +230,14 @@ def run_report(args: argparse.Namespace) -> int:
     models = _labelled_paths(args.model, "--model")
     if models is None:
         return EXIT_INPUT
+
+    def tables() -> tuple[str, str]:
+        rows = score(args.data, args.split, models)
+        n_val = len(json.loads(args.split.read_text())["val"])
+        return markdown(rows, n_val), json.dumps(rows, indent=1)
+
     inputs = [args.data, args.split, *(path for _, path in models)]
-    try:
-        _check_table_outputs(args, inputs)
-    except OutputError as exc:  # checked before the scoring, which takes minutes
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_INPUT
-    rows = score(args.data, args.split, models)
-    n_val = len(json.loads(args.split.read_text())["val"])
-    text = markdown(rows, n_val)
-    return _write_table_outputs(args, text, json.dumps(rows, indent=1), "report")
+    return _table_command(args, inputs, tables, "report", (OutputError,))
 
 
 def add_students_arguments(p: argparse.ArgumentParser) -> None:
@@ -256,8 +254,7 @@ def add_students_arguments(p: argparse.ArgumentParser) -> None:
                    "for the YOLOX AP column")
     p.add_argument("--yolox", default="", help="YOLOX ONNX model (default: discovered)")
     p.add_argument("--flicker-frames", type=int, default=24, help="0: no flicker table")
-    p.add_argument("--out", type=Path, help="write the Markdown here (default: stdout)")
-    p.add_argument("--json", type=Path, help="also write all numbers as JSON")
+    _add_table_outputs(p, "write the Markdown here (default: stdout)")
 
 
 def run_students(args: argparse.Namespace) -> int:
@@ -275,19 +272,18 @@ def run_students(args: argparse.Namespace) -> int:
     if bad := [m for m in mappings if m not in ROW_MAPPINGS]:
         print(f"error: --mappings {bad}: choose from {ROW_MAPPINGS}", file=sys.stderr)
         return EXIT_INPUT
-    inputs = [*args.data, args.published, args.labelled, *(path for _, path in students)]
-    try:
-        _check_table_outputs(args, inputs)
+
+    def tables() -> tuple[str, str]:
         req = StudentsRequest(args.data, students, mappings, args.published, args.labelled,
                               args.yolox, args.flicker_frames)
         text, rows = compare(req, progress=lambda label: print(f"scored {label}",
                                                                 file=sys.stderr))
-    except (TrainingInputError, OutputError, ValueError, OSError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_INPUT
-    numbers = json.dumps([{"label": r.label, "params": r.params, "metrics": r.metrics,
-                           "AP50": r.ap50} for r in rows], indent=1)
-    return _write_table_outputs(args, text, numbers, "table")
+        return text, json.dumps([{"label": r.label, "params": r.params, "metrics": r.metrics,
+                                  "AP50": r.ap50} for r in rows], indent=1)
+
+    inputs = [*args.data, args.published, args.labelled, *(path for _, path in students)]
+    return _table_command(args, inputs, tables, "table",
+                          (TrainingInputError, OutputError, ValueError, OSError))
 
 
 def _labelled_paths(items: list[str], flag: str) -> list[tuple[str, Path]] | None:
@@ -302,12 +298,34 @@ def _labelled_paths(items: list[str], flag: str) -> list[tuple[str, Path]] | Non
     return pairs
 
 
+def _add_table_outputs(p: argparse.ArgumentParser, out_help: str) -> None:
+    """``--out`` (the Markdown table; default stdout) and ``--json`` (all numbers) of the
+    commands that write a table: :func:`_check_table_outputs`, :func:`_write_table_outputs`."""
+    p.add_argument("--out", type=Path, help=out_help)
+    p.add_argument("--json", type=Path, help="also write all numbers as JSON")
+
+
 def _check_table_outputs(args: argparse.Namespace, inputs: list[Path | None]) -> None:
     """OutputError unless ``--out`` and ``--json`` are usable files that overwrite no input."""
     for flag, out in (("--out", args.out), ("--json", args.json)):
         if out:
             check_output(out, inputs, "file", flag=flag)
             ensure_writable(out, "file", flag=flag)
+
+
+def _table_command(args: argparse.Namespace, inputs: list[Path | None],
+                   tables: Callable[[], tuple[str, str]], what: str,
+                   errors: tuple[type[Exception], ...]) -> int:
+    """What ``train-report`` and ``students`` share: ``--out``/``--json`` checked against the
+    ``inputs`` before ``tables()`` (the scoring, which takes minutes) makes the Markdown and the
+    JSON numbers, then both written. One of ``errors`` is reported: exit 2."""
+    try:
+        _check_table_outputs(args, inputs)
+        text, numbers = tables()
+    except errors as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_INPUT
+    return _write_table_outputs(args, text, numbers, what)
 
 
 def _write_table_outputs(args: argparse.Namespace, text: str, numbers: str, what: str) -> int:
