@@ -14,6 +14,7 @@ import sys
 #: module paths that provide subcommands, in the order ``--help`` lists them.
 SUBCOMMAND_MODULES = (
     "mmdrfuse_ros.fusion.cli",
+    "mmdrfuse_ros.fusion.calibration_cli",
     "mmdrfuse_ros.metrics.cli",
     "mmdrfuse_ros.bag.cli",
     "mmdrfuse_ros.replay.cli",

@@ -22,7 +22,11 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from mmdrfuse_ros.fusion.geometry import apply_homography, default_homography
+from mmdrfuse_ros.fusion.geometry import (
+    apply_homography,
+    default_homography,
+    validate_homography,
+)
 
 #: scene units: a pedestrian polygon set in units of body height, feet at (0, 0), y down.
 _KELVIN = 273.15
@@ -53,6 +57,8 @@ class SynthConfig:
     thermal_skip_prob: float = 0.01  # chance that the thermal camera skips a frame
     rgb_frame_id: str = "rgb_optical_frame"
     thermal_frame_id: str = "thermal_optical_frame"
+    #: the rig's thermal -> RGB homography (9 values, row-major); None: ``default_homography``
+    homography: tuple[float, ...] | None = None
 
     def __post_init__(self) -> None:
         checks = {
@@ -66,6 +72,7 @@ class SynthConfig:
             "thermal_noise": self.thermal_noise >= 0,
             "thermal_skip_prob": 0 <= self.thermal_skip_prob < 1,
         }
+        validate_homography(self.homography)  # ValueError naming what is wrong
         bad = [name for name, ok in checks.items() if not ok]
         if bad:
             raise ValueError(
@@ -155,7 +162,9 @@ class NightScene:
     def __init__(self, config: SynthConfig) -> None:
         self.config = config
         self.rng = np.random.default_rng(config.seed)
-        self.homography = default_homography(config.thermal_size, config.rgb_size)
+        self.homography = (default_homography(config.thermal_size, config.rgb_size)
+                           if config.homography is None
+                           else validate_homography(config.homography))
         self.to_thermal = np.linalg.inv(self.homography)
         self.horizon = 0.42 * config.rgb_size[1]
         self._build_background()
