@@ -24,6 +24,7 @@ worse than either camera alone. ROS-free: the CLI (``mmdrfuse calibrate``) and t
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -104,6 +105,17 @@ class CalibrationOptions:
             raise ValueError(f"scale_step must be > 1, got {self.scale_step}")
         if not 0.0 < self.min_inlier_fraction <= 1.0:
             raise ValueError("min_inlier_fraction must be in (0, 1]")
+        if not self.rotations_deg:
+            raise ValueError("rotations_deg must list at least one angle (0.0: no rotation)")
+        if not 0.0 < self.min_overlap <= 1.0:
+            raise ValueError(f"min_overlap must be in (0, 1], got {self.min_overlap}")
+        if self.agreement_px is not None and self.agreement_px <= 0:
+            raise ValueError(f"agreement_px must be > 0 (or None), got {self.agreement_px}")
+        least = {"coarse_width": 32, "coarse_pairs": 1, "max_width": 32, "iterations": 1,
+                 "samples": 100}
+        for name, low in least.items():
+            if getattr(self, name) < low:
+                raise ValueError(f"{name} must be at least {low}, got {getattr(self, name)}")
 
 
 @dataclass
@@ -404,6 +416,11 @@ def params_text(calibration: Calibration, source: str = "") -> str:
 
 
 def _float(value: float) -> str:
-    """A YAML double that ROS reads as a double (always with a '.' or an exponent)."""
-    text = repr(float(f"{value:.10g}"))
-    return text if any(c in text for c in ".en") else text + ".0"
+    """A YAML double that ROS reads as a double: always with a '.' in the mantissa (YAML 1.1
+    reads ``1e-05`` as a string)."""
+    if not math.isfinite(value):
+        raise ValueError(f"cannot write {value} into a homography")
+    mantissa, _, exponent = f"{float(f'{value:.10g}')!r}".partition("e")
+    if "." not in mantissa:
+        mantissa += ".0"
+    return mantissa + (f"e{exponent}" if exponent else "")
