@@ -321,3 +321,15 @@ def test_report_writer_partial_report(tmp_path: Path) -> None:
     assert html.count("data:image/png;base64,") == 3
     summary = terminal_summary(report, tmp_path / "r")
     assert summary.startswith("REPLAY FAILED") and "COUNTS DO NOT ADD UP" in summary
+
+
+def test_external_replay_keeps_the_detector_params_for_its_reference_detector(tmp_path) -> None:
+    """--external: the nodes are elsewhere, but --detector-param still sets the offline
+    thermal/visible detector (it was silently dropped)."""
+    from mmdrfuse_ros.replay.session import detector_parameters
+
+    params = {"backend": "onnx", "score_threshold": 0.2}
+    external = _options(tmp_path / "bag", tmp_path / "r", external=True, detector_params=params)
+    assert detector_parameters(external) == params
+    inprocess = _options(tmp_path / "bag", tmp_path / "r", detector_params=params)
+    assert detector_parameters(inprocess) == {"use_sim_time": True, **params}

@@ -83,7 +83,8 @@ def _register_replay(subparsers: Any) -> None:
         type=_key_value,
         default=[],
         metavar="NAME=VALUE",
-        help="detector node parameter",
+        help="detector node parameter (with --external: the settings of the offline "
+        "thermal/visible reference detector; give those of the external node)",
     )
     _add_measurement_arguments(replay)
     replay.set_defaults(func=cmd_replay)

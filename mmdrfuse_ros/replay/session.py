@@ -71,6 +71,15 @@ def fusion_parameters(options: ReplayOptions, plan: BagPlan) -> dict[str, Any]:
     return params
 
 
+def detector_parameters(options: ReplayOptions) -> dict[str, Any]:
+    """The detector settings of this replay: the in-process node's parameters (on sim time),
+    or, with ``--external``, those of the offline thermal/visible reference detector, which
+    should match the external node's."""
+    if options.external:
+        return dict(options.detector_params)
+    return {"use_sim_time": True, **options.detector_params}
+
+
 def _parse_param(name: str, value: Any) -> Any:
     from rclpy.parameter import Parameter
 
@@ -197,7 +206,7 @@ class RosSession:
         self.executor: Any = None
         self._spin_thread: threading.Thread | None = None
         self.fusion_params_used: dict[str, Any] = fusion_parameters(options, plan)
-        self.detector_params_used: dict[str, Any] = {}
+        self.detector_params_used: dict[str, Any] = detector_parameters(options)
         self.status_name = fusion_status_name()
 
     # -- building ----------------------------------------------------------------------------
@@ -223,7 +232,6 @@ class RosSession:
         if self.options.detector:
             from mmdrfuse_ros.nodes.detector_node import DetectorNode
 
-            self.detector_params_used = {"use_sim_time": True, **self.options.detector_params}
             self.detector = _make_node(DetectorNode, self.context, self.detector_params_used,
                                        "--detector-param")  # fmt: skip
             self.nodes.append(self.detector)
