@@ -63,9 +63,10 @@ def synthetic_case(rng: np.random.Generator, pairs: int, seed: int):
             [scene.render_rgb(t, noise)[0] for t in times], h)
 
 
-def llvip_case(rng: np.random.Generator, pairs: int):
+def llvip_case(rng: np.random.Generator, pairs: int, same_modality: bool = False):
     """Real frames of one LLVIP scene (19): the RGB camera sees the frame resized to 1280x720,
-    the thermal camera a random rig's view of the infrared frame."""
+    the thermal camera a random rig's view of the infrared frame (``same_modality``: of the
+    visible frame, which takes the modality gap and the dataset's registration out)."""
     names = sorted(p.name for p in (LLVIP / "ir").glob("19*.jpg"))
     chosen = [names[i] for i in sorted(rng.choice(len(names), pairs, replace=False))]
     h = random_rig(rng)
@@ -73,7 +74,8 @@ def llvip_case(rng: np.random.Generator, pairs: int):
     world_to_thermal = np.linalg.inv(h) @ world_to_rgb
     thermals, rgbs = [], []
     for name in chosen:
-        ir = cv2.imread(str(LLVIP / "ir" / name), cv2.IMREAD_GRAYSCALE)
+        ir = cv2.imread(str(LLVIP / ("vi" if same_modality else "ir") / name),
+                        cv2.IMREAD_GRAYSCALE)
         vis = cv2.imread(str(LLVIP / "vi" / name))
         rgbs.append(cv2.resize(vis, RGB_WH, interpolation=cv2.INTER_AREA))
         thermals.append(cv2.warpPerspective(ir, world_to_thermal, THERMAL_WH,
@@ -94,6 +96,8 @@ def main() -> int:
     kinds = [("synthetic street", lambda i: synthetic_case(rng, args.pairs, i))]
     if (LLVIP / "ir").is_dir():
         kinds.append(("LLVIP scene 19 (real)", lambda i: llvip_case(rng, args.pairs)))
+        kinds.append(("LLVIP scene 19, visible frame for both cameras",
+                      lambda i: llvip_case(rng, args.pairs, same_modality=True)))
     print(f"calibrate: {args.pairs} pairs of {THERMAL_WH[0]}x{THERMAL_WH[1]} thermal + "
           f"{RGB_WH[0]}x{RGB_WH[1]} RGB, cv2 threads {cv2.getNumThreads()}")
     print("| scenes | runs | s per calibration, median | worst | corner error px vs the "

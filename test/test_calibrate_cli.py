@@ -4,6 +4,7 @@ and the refusals that leave nothing written."""
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import cv2
@@ -138,7 +139,7 @@ def test_missing_topic_names_the_bag_s_image_topics(rig_bag, tmp_path, capsys):
     bag, _ = rig_bag
     out = tmp_path / "c.yaml"
     assert main(["calibrate", "--bag", str(bag), "--thermal-topic", "/flir/image",
-                 "--out", str(out)]) == 1
+                 "--out", str(out)]) == 2
     err = capsys.readouterr().err
     assert "/flir/image" in err and io.THERMAL_TOPIC in err and "--thermal-topic" in err
     assert not out.exists()
@@ -157,19 +158,19 @@ def test_bad_arguments_exit_2(tmp_path, capsys, argv, message):
 def test_out_inside_an_input_folder_or_a_bad_init_is_refused_before_work(rig_bag, tmp_path,
                                                                         capsys):
     bag, _ = rig_bag
-    assert main(["calibrate", "--bag", str(bag), "--out", str(bag)]) == 1
+    assert main(["calibrate", "--bag", str(bag), "--out", str(bag)]) == 2
     assert "--out" in capsys.readouterr().err
     bad = tmp_path / "singular.json"
     bad.write_text(json.dumps([[1, 0, 0], [2, 0, 0], [0, 0, 0]]))
     out = tmp_path / "c.yaml"
-    assert main(["calibrate", "--bag", str(bag), "--init", str(bad), "--out", str(out)]) == 1
+    assert main(["calibrate", "--bag", str(bag), "--init", str(bad), "--out", str(out)]) == 2
     assert "singular" in capsys.readouterr().err
     assert not out.exists()
 
 
 def test_a_missing_bag_is_a_clear_error(tmp_path, capsys):
     assert main(["calibrate", "--bag", str(tmp_path / "nope"), "--out",
-                 str(tmp_path / "c.yaml")]) == 1
+                 str(tmp_path / "c.yaml")]) == 2
     assert "bag not found" in capsys.readouterr().err
 
 
@@ -185,3 +186,33 @@ def test_pairs_are_spread_and_near_duplicates_dropped():
     kept = drop_near_duplicates(pairs, 4)
     assert kept.names == ["a", "c"]
     assert any("near-duplicate" in note for note in kept.notes)
+
+
+def test_a_bag_cut_short_is_calibrated_from_the_pairs_before_the_break(rig_bag, tmp_path,
+                                                                       capsys):
+    bag, truth = rig_bag
+    cut = tmp_path / "cut"
+    shutil.copytree(bag, cut)
+    data_file = next(cut.glob("*.mcap"))
+    data_file.write_bytes(data_file.read_bytes()[: data_file.stat().st_size // 2])
+    (cut / "metadata.yaml").unlink()  # a killed recorder
+    out = tmp_path / "calibration.yaml"
+    assert main(["calibrate", "--bag", str(cut), "--out", str(out), "--frames", "4"]) == 0
+    assert "note:" in capsys.readouterr().err
+    assert corner_error(_written_homography(out), truth, THERMAL_WH) <= 2.0
+
+
+def test_cameras_on_different_clocks_are_a_clear_error(tmp_path, capsys):
+    thermals, rgbs, _ = _scene_frames([0.5, 3.0])
+    bag = tmp_path / "bag"
+    with io.BagWriter(bag) as writer:
+        for i, (t, v) in enumerate(zip(thermals, rgbs, strict=True)):
+            stamp = 1_000_000_000 * (i + 1)
+            writer.write(io.THERMAL_TOPIC, stamp, io.image_msg(t, "mono16", stamp, "th"))
+            later = stamp + 400_000_000  # the RGB clock 0.4 s ahead
+            writer.write(io.RGB_TOPIC, later, io.image_msg(v, "bgr8", later, "rgb"))
+    assert main(["calibrate", "--bag", str(bag), "--out", str(tmp_path / "c.yaml")]) == 2
+    err = capsys.readouterr().err
+    assert "within 0.02 s" in err and "--slop" in err
+    assert main(["calibrate", "--bag", str(bag), "--slop", "0.5", "--out",
+                 str(tmp_path / "c.yaml")]) == 0

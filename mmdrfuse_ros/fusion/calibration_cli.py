@@ -30,8 +30,9 @@ correlation, pair by pair; the pairs that agree are combined (median of the warp
 refined jointly. Pairs come from a bag (--bag, synchronised by header stamp) or two folders of
 same-named images (--ir/--vis), spread over the recording, near-duplicates skipped. Writes the
 fusion node's params YAML (fusion_node: ros__parameters: homography), for --params-file or
-`ros2 launch mmdrfuse_ros fusion.launch.py params_file:=OUT`. Exits 1 and writes nothing when
-the footage cannot be registered (unrelated or blank frames, too little structure).
+`ros2 launch mmdrfuse_ros fusion.launch.py params_file:=OUT`. Exit codes: 0 written; 1 the
+footage cannot be registered (unrelated or blank frames, too little structure: nothing written)
+or a result could not be written; 2 bad arguments or inputs (nothing done).
 """
 
 
@@ -122,7 +123,7 @@ def run(args: argparse.Namespace) -> int:
         pairs = _read_pairs(args)
     except (OutputError, DatasetError, BagError) as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 1
+        return 2
     for note in pairs.notes:
         print(f"note: {note}", file=sys.stderr)
     try:
