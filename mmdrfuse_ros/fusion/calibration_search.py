@@ -33,7 +33,6 @@ _PARAMS = {"homography": 8, "affine": 6, "similarity": 4}
 #: coarse pixels per independent sample of the feature planes (their smoothing makes
 #: neighbours alike); it scales every significance alike, so it only sets their units
 _SAMPLE_AREA = 9.0
-ROBUST = 0.0
 #: corners of the normalised template frame, to measure how far an update moves the warp
 _UNIT_CORNERS = np.array([[-1.0, -1.0], [1.0, -1.0], [1.0, 1.0], [-1.0, 1.0]])
 
@@ -388,13 +387,8 @@ def _accumulate(lp: LevelPair, hn: np.ndarray, model: str
         jac -= jac.mean(axis=0)
         jac *= gain
         r = t - gain * iw
-        if ROBUST:
-            c = ROBUST * 1.4826 * float(np.median(np.abs(r))) + 1e-12
-            wts = 1.0 / (1.0 + (r / c) ** 2)
-        else:
-            wts = np.ones_like(r)
-        a_mat += (jac * wts[:, None]).T @ jac
-        b_vec += (jac * wts[:, None]).T @ r
+        a_mat += jac.T @ jac
+        b_vec += jac.T @ r
     return a_mat, b_vec, float(np.mean(rhos)) if rhos else 0.0
 
 
