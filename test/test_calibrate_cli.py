@@ -216,3 +216,23 @@ def test_cameras_on_different_clocks_are_a_clear_error(tmp_path, capsys):
     assert "within 0.02 s" in err and "--slop" in err
     assert main(["calibrate", "--bag", str(bag), "--slop", "0.5", "--out",
                  str(tmp_path / "c.yaml")]) == 0
+
+
+def test_bag_info_suggests_calibrate_and_its_answer_becomes_the_bag_s_params(rig_bag, tmp_path,
+                                                                              capsys):
+    bag, truth = rig_bag
+    copy = tmp_path / "bag"
+    shutil.copytree(bag, copy)
+    (copy / "mmdrfuse_params.yaml").unlink()
+    assert main(["bag", "info", str(copy)]) == 0
+    hint = next(line for line in capsys.readouterr().out.splitlines()
+                if "no homography for this bag" in line)
+    command = hint.split("`")[1].split()
+    assert command[:2] == ["mmdrfuse", "calibrate"]
+    assert main([*command[1:], "--frames", "3"]) == 0
+    capsys.readouterr()
+    assert main(["bag", "info", str(copy)]) == 0
+    out = capsys.readouterr().out
+    assert "fusion_node: homography" in out and "no homography" not in out
+    found = _written_homography(copy / "mmdrfuse_params.yaml")
+    assert corner_error(found, truth, THERMAL_WH) <= 2.0

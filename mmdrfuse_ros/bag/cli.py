@@ -186,6 +186,9 @@ def cmd_info(args: argparse.Namespace) -> int:
     else:
         print("params:   none (no mmdrfuse_params.yaml in the bag folder: the nodes run with "
               "their defaults, without the bag's homography)")
+    if node_params is None or "homography" not in node_params:
+        print(f"no homography for this bag: find one from its frames with `mmdrfuse calibrate "
+              f"--bag {args.bag} --out {bag_params.params_path(args.bag)}`")
     print("play it into nodes started by launch:")
     for line in bag_params.play_commands(args.bag):
         print(f"  {line}")
