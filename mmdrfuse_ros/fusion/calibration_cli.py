@@ -7,6 +7,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -21,6 +22,9 @@ from .calibration import (
     calibrate,
     params_text,
 )
+
+if TYPE_CHECKING:
+    from ..bag.frame_pairs import FramePairs
 
 DESCRIPTION = """\
 Find the homography that maps thermal pixels into the RGB image from image content alone (no
@@ -83,7 +87,7 @@ def _check_outputs(args: argparse.Namespace) -> None:
         ensure_writable(args.report, kind="dir", flag="--report")
 
 
-def _read_pairs(args: argparse.Namespace):
+def _read_pairs(args: argparse.Namespace) -> FramePairs:
     from ..bag import frame_pairs
 
     if args.bag is not None:
@@ -145,7 +149,8 @@ def run(args: argparse.Namespace) -> int:
     return status
 
 
-def _write_report(args: argparse.Namespace, result: Calibration, pairs, init) -> int:
+def _write_report(args: argparse.Namespace, result: Calibration, pairs: FramePairs,
+                  init: np.ndarray | None) -> int:
     from .calibration_report import write_report
 
     try:
