@@ -13,13 +13,14 @@ import pytest
 import yaml
 
 from mmdrfuse_ros.bag import io
-from mmdrfuse_ros.bag.frame_pairs import FramePairs, drop_near_duplicates, spread
+from mmdrfuse_ros.bag.frame_pairs import FramePairs, drop_near_duplicates
 from mmdrfuse_ros.bag.scene import NightScene, SynthConfig
 from mmdrfuse_ros.bag.synth import write_synthetic_bag
 from mmdrfuse_ros.cli import main
 from mmdrfuse_ros.datasets import read_homography
 from mmdrfuse_ros.fusion.calibration import corner_error
 from mmdrfuse_ros.fusion.geometry import default_homography
+from mmdrfuse_ros.sampling import select_evenly
 
 THERMAL_WH, RGB_WH = (640, 512), (1280, 720)
 
@@ -175,8 +176,8 @@ def test_a_missing_bag_is_a_clear_error(tmp_path, capsys):
 
 
 def test_pairs_are_spread_and_near_duplicates_dropped():
-    assert spread(3, 10) == [0, 4, 9]
-    assert spread(5, 3) == [0, 1, 2]
+    assert select_evenly(range(10), 3) == [0, 4, 9]
+    assert select_evenly(range(3), 5) == [0, 1, 2]
     still = np.zeros((64, 80), np.uint16)
     still[20:40, 10:30] = 1000
     moved = np.roll(still, 25, axis=1)

@@ -18,6 +18,7 @@ import numpy as np
 
 from ..datasets import DatasetError, find_pairs, read_thermal_image, read_visible_image
 from ..msgs.images import MalformedImageError, UnsupportedEncodingError
+from ..sampling import select_evenly
 from . import io
 
 #: candidates decoded per wanted pair, from which near-duplicates are dropped
@@ -34,13 +35,6 @@ class FramePairs:
     rgbs: list[np.ndarray] = field(default_factory=list)
     names: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
-
-
-def spread(count: int, available: int) -> list[int]:
-    """``count`` indices spread evenly over ``range(available)`` (all of them if fewer)."""
-    if available <= count:
-        return list(range(available))
-    return sorted({round(i * (available - 1) / max(1, count - 1)) for i in range(count)})
 
 
 def _thumbnail(image: np.ndarray) -> np.ndarray:
@@ -67,8 +61,7 @@ def drop_near_duplicates(pairs: FramePairs, count: int) -> FramePairs:
     if dropped and len(kept) < count:
         out.notes.append(f"{dropped} near-duplicate pair(s) skipped (the scene barely changes "
                          "between them)")
-    for j in spread(count, len(kept)):
-        i = kept[j]
+    for i in select_evenly(kept, count):
         out.thermals.append(pairs.thermals[i])
         out.rgbs.append(pairs.rgbs[i])
         out.names.append(pairs.names[i])
@@ -155,7 +148,7 @@ def pairs_from_bag(path: str | Path, thermal_topic: str = io.THERMAL_TOPIC,
                 f"no thermal frame of {thermal_topic} ({len(stamps[thermal_topic])} frames) has "
                 f"an RGB frame of {rgb_topic} ({len(stamps[rgb_topic])}) within {slop_s} s: "
                 "are the two cameras' stamps on one clock? (raise --slop)")
-        chosen = [matched[i] for i in spread(count * CANDIDATES_PER_PAIR, len(matched))]
+        chosen = select_evenly(matched, count * CANDIDATES_PER_PAIR)
         wanted = {thermal_topic: {t for t, _ in chosen}, rgb_topic: {r for _, r in chosen}}
         images = _decode(bag, wanted, notes)
     found = FramePairs(notes=notes)
@@ -182,8 +175,7 @@ def pairs_from_folders(ir: str | Path, vis: str | Path, count: int = 10) -> Fram
         listing = find_pairs(ir, vis)
         listing_pairs = [(p.name, p.ir, p.vis) for p in listing.pairs]
     found = FramePairs()
-    for i in spread(count * CANDIDATES_PER_PAIR, len(listing_pairs)):
-        name, ir_path, vis_path = listing_pairs[i]
+    for name, ir_path, vis_path in select_evenly(listing_pairs, count * CANDIDATES_PER_PAIR):
         try:
             thermal, rgb = read_thermal_image(ir_path), read_visible_image(vis_path)
         except (DatasetError, ValueError, OSError) as exc:

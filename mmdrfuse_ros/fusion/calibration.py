@@ -31,6 +31,7 @@ from typing import Any
 
 import numpy as np
 
+from ..sampling import select_evenly
 from .calibration_search import (
     MODELS,
     CalibrationError,
@@ -262,8 +263,7 @@ def _start(t_grey: list[np.ndarray], v_grey: list[np.ndarray], usable: list[int]
     if init is not None:
         return validate_homography(init), None
     count = min(options.coarse_pairs, len(usable))
-    picks = sorted({usable[round(j * (len(usable) - 1) / max(1, count - 1))]
-                    for j in range(count)})  # fmt: skip
+    picks = select_evenly(usable, count)
     thermals, rgbs = [t_grey[i] for i in picks], [v_grey[i] for i in picks]
     t_wh, v_wh = (thermals[0].shape[1], thermals[0].shape[0]), (rgbs[0].shape[1], rgbs[0].shape[0])
     scales = scale_grid(t_wh, v_wh, options.coverage, options.scale_step)

@@ -23,19 +23,10 @@ from mmdrfuse_ros.replay.measurements import DetectionRow, Measurements
 from mmdrfuse_ros.replay.plan import BagPlan, ReplayOptions
 from mmdrfuse_ros.replay.report import SampleFrame
 from mmdrfuse_ros.replay.sections import DetectionSection, FusionMetricsSection, ModalityAP
+from mmdrfuse_ros.sampling import select_evenly
 
 Progress = Callable[[], None]
 _AP_KEYS = ("AP50", "AP", "num_images", "num_gt", "num_detections")
-
-
-def select_evenly(items: list[Any], n: int) -> list[Any]:
-    """At most ``n`` items spread evenly over ``items`` (all of them when there are fewer)."""
-    if n <= 0 or not items:
-        return []
-    if len(items) <= n:
-        return list(items)
-    idx = np.linspace(0, len(items) - 1, n).round().astype(int)
-    return [items[i] for i in sorted(set(idx))]
 
 
 def _nearest(sorted_values: list[int], value: int) -> int | None:

@@ -28,6 +28,7 @@ from mmdrfuse_ros.datasets import (
     find_pairs,
     read_luma,
 )
+from mmdrfuse_ros.sampling import select_evenly
 from mmdrfuse_ros.training import TrainingInputError, recorded_path
 from mmdrfuse_ros.training.config import TrainConfig
 
@@ -183,9 +184,7 @@ class PatchSet:
 def spread(corners: list[tuple[int, int]], limit: int | None) -> list[tuple[int, int]]:
     """At most ``limit`` corners, evenly spaced over the grid (a large frame then covers its
     whole area without outweighing the small ones)."""
-    if not limit or len(corners) <= limit:
-        return corners
-    return [corners[i] for i in np.linspace(0, len(corners) - 1, limit).round().astype(int)]
+    return select_evenly(corners, limit) if limit else corners
 
 
 def apply_flips(images: np.ndarray, hflip: np.ndarray, vflip: np.ndarray) -> np.ndarray:
