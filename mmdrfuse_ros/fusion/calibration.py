@@ -58,7 +58,6 @@ __all__ = [
     "PairResult",
     "calibrate",
     "corner_error",
-    "params_document",
     "params_text",
 ]
 
@@ -391,12 +390,6 @@ def _check_plausible(h: np.ndarray, t_wh: tuple[int, int], v_wh: tuple[int, int]
 
 
 # ----------------------------------------------------------------------------- the params file
-def params_document(homography: np.ndarray) -> dict[str, Any]:
-    """The fusion node's params-file content holding ``homography`` (row-major floats)."""
-    values = [float(f"{v:.10g}") for v in np.asarray(homography, np.float64).reshape(9)]
-    return {NODE_SECTION: {"ros__parameters": {"homography": values}}}
-
-
 def params_text(calibration: Calibration, source: str = "") -> str:
     """The params YAML (for ``--params-file`` or the launch's ``params_file``) holding the
     homography, with the quality of the estimate as comments."""

@@ -10,12 +10,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
+import yaml
 
 from ..cli_args import add_out
 from ..datasets import DatasetError, read_homography
 from ..outputs import OutputError, check_output, ensure_writable, write_result
 from .calibration import (
     MODELS,
+    NODE_SECTION,
     Calibration,
     CalibrationError,
     CalibrationOptions,
@@ -138,7 +140,7 @@ def run(args: argparse.Namespace) -> int:
         return 1
     source = str(args.bag or f"{args.ir} + {args.vis}")
     text = params_text(result, source)
-    check_params({"homography": [float(v) for v in np.ravel(result.homography)]})
+    check_params(yaml.safe_load(text)[NODE_SECTION]["ros__parameters"])  # as the node reads it
     print(_summary(result, len(pairs.names)))
     status = 0 if write_result(args.out, text, "params file") == args.out else 1
     if args.report is not None:
