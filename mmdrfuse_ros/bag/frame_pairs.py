@@ -17,6 +17,7 @@ import cv2
 import numpy as np
 
 from ..datasets import DatasetError, find_pairs, read_thermal_image, read_visible_image
+from ..fusion.calibration_search import to_grey
 from ..msgs.images import MalformedImageError, UnsupportedEncodingError
 from ..sampling import select_evenly
 from . import io
@@ -38,12 +39,10 @@ class FramePairs:
 
 
 def _thumbnail(image: np.ndarray) -> np.ndarray:
-    grey = image if image.ndim == 2 else cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
-    grey = grey.astype(np.float32)
-    lo, hi = float(grey.min()), float(grey.max())
-    small = cv2.resize(grey, (64, max(1, round(64 * grey.shape[0] / grey.shape[1]))),
-                       interpolation=cv2.INTER_AREA)
-    return (small - lo) / (hi - lo) if hi > lo else small * 0.0
+    """The frame as the calibration sees it (:func:`to_grey`, any depth), 64 px wide."""
+    grey = to_grey(image)
+    return cv2.resize(grey, (64, max(1, round(64 * grey.shape[0] / grey.shape[1]))),
+                      interpolation=cv2.INTER_AREA)
 
 
 def drop_near_duplicates(pairs: FramePairs, count: int) -> FramePairs:
