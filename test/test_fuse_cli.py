@@ -71,9 +71,30 @@ def test_16bit_thermal_files_are_normalised(tmp_path):
     assert fused[12:18, 12:18].mean() > fused[30:40, 30:40].mean() + 20
 
 
+def test_stills_are_min_max_stretched_unless_told_otherwise(tmp_path):
+    root = tmp_path / "set"
+    (root / "ir").mkdir(parents=True)
+    (root / "vi").mkdir(parents=True)
+    rng = np.random.default_rng(1)
+    cv2.imwrite(str(root / "ir" / "a.png"), rng.integers(100, 121, (48, 64), dtype=np.uint8))
+    cv2.imwrite(str(root / "vi" / "a.png"), rng.integers(100, 121, (48, 64, 3), dtype=np.uint8))
+    spans = {}
+    for mapping in ("minmax", "raw", None):
+        out = tmp_path / f"o-{mapping}"
+        extra = ["--output-mapping", mapping] if mapping else []
+        assert main(["fuse", "--ir", str(root), "--out", str(out), "--color", "gray",
+                     *extra]) == 0
+        fused = cv2.imread(str(out / "a.png"), cv2.IMREAD_UNCHANGED)
+        spans[mapping] = (int(fused.min()), int(fused.max()))
+    assert spans["minmax"] == spans[None] == (0, 255)  # the default is the authors' stretch
+    assert spans["raw"][1] - spans["raw"][0] < 128  # a low-contrast pair stays low-contrast
+
+
 @pytest.mark.parametrize(
     ("extra", "message"),
-    [(["--weights", "missing.pt"], "not found"), (["--homography", "nope.txt"], "homography")],
+    [(["--weights", "missing.pt"], "not found"), (["--homography", "nope.txt"], "homography"),
+     (["--output-mapping", "percentile", "--output-percentiles", "60", "40"],
+      "output percentiles must satisfy")],
 )
 def test_bad_options_exit_2_with_a_message(tmp_path, capsys, extra, message):
     _write_pairs(tmp_path / "set", ["a"])

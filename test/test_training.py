@@ -166,13 +166,24 @@ def test_config_defaults_are_published_and_yaml_is_checked() -> None:
     set_dotted(cfg, "data.patch_size", 15)
     with pytest.raises(ConfigError, match="patch_size"):
         cfg.validate()
+    assert (cfg.student.target, cfg.teacher.target) == ("max", "max")  # the published target
+    for key, value, match in (
+            ("student.target", "sum", "student.target must be one of"),
+            ("teacher.target_ir_gamma", 0, "teacher.target_ir_gamma must be > 0")):
+        bad = TrainConfig()
+        set_dotted(bad, key, value)
+        with pytest.raises(ConfigError, match=match):
+            bad.validate()
 
 
 # -- training ------------------------------------------------------------------------------------
 
 
-def test_a_few_training_steps_lower_the_loss(synth) -> None:
+@pytest.mark.parametrize("target", ["max", "screen"])
+def test_a_few_training_steps_lower_the_loss(synth, target: str) -> None:
     cfg = tiny_config()
+    set_dotted(cfg, "student.target", target)
+    set_dotted(cfg, "student.target_vis_gamma", 0.7)
     data = prepare_data(synth, cfg)
     trainer = StageTrainer("student", cfg, data, Path("unused"), EdgePyramid(),
                            torch.device("cpu"), DistInfo())

@@ -33,6 +33,27 @@ def test_intensity_loss_is_l1_to_the_source_max() -> None:
     assert torch.allclose(fused.grad, torch.tensor([[[[-0.5, -0.5]]]]))
 
 
+def test_fusion_targets_max_screen_and_gammas() -> None:
+    ir = torch.tensor([[[[0.0, 0.5, 1.0, 0.25]]]])
+    vi = torch.tensor([[[[0.5, 0.5, 0.2, 0.0]]]])
+    assert torch.equal(losses.fusion_target(ir, vi), torch.maximum(ir, vi))
+    screen = losses.fusion_target(ir, vi, "screen")
+    assert screen.flatten().tolist() == pytest.approx([0.5, 0.75, 1.0, 0.25])
+    assert torch.all(screen >= torch.maximum(ir, vi))  # screen never darkens either source
+    lifted = losses.fusion_target(ir, vi, "max", ir_gamma=2.0, vis_gamma=0.5)
+    assert lifted.flatten().tolist() == pytest.approx([0.5 ** 0.5, 0.5 ** 0.5, 1.0, 0.0625])
+    with pytest.raises(ValueError, match="fusion target must be one of"):
+        losses.fusion_target(ir, vi, "sum")
+
+
+def test_intensity_and_gradient_terms_follow_the_given_target() -> None:
+    ir, vi = _rand(1, 1, 6, 6, seed=4), _rand(1, 1, 6, 6, seed=5)
+    target = losses.fusion_target(ir, vi, "screen", 1.5, 0.7)
+    assert losses.intensity_loss(target, ir, vi, target).item() == 0.0
+    assert losses.gradient_loss(target, ir, vi, target).item() == 0.0
+    assert losses.intensity_loss(target, ir, vi).item() > 0.01  # default: the source max
+
+
 def test_laplacian_kernel_and_zero_padding() -> None:
     flat = torch.ones(1, 1, 4, 4)
     lap = losses.laplacian(flat)

@@ -23,6 +23,7 @@ from ..datasets import (
 from ..outputs import OutputError, check_output, ensure_writable
 from .backends import BACKENDS
 from .model import CheckpointError
+from .output import DEFAULT_PERCENTILES, OUTPUT_MAPPINGS, STILL_OUTPUT_MAPPING
 from .preprocess import THERMAL_NORMS, FusionInputError
 
 FUSE_DESCRIPTION = """\
@@ -52,6 +53,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="3x3 thermal->visible homography: .npy, .json or whitespace text")
     p.add_argument("--color", choices=("bgr", "gray"), default="bgr",
                    help="colour output (visible chroma restored) or grey")
+    p.add_argument("--output-mapping", choices=OUTPUT_MAPPINGS, default=STILL_OUTPUT_MAPPING,
+                   help="fused luma -> image: raw network output, per-image min-max (default, "
+                   "as the MMDRFuse authors save theirs) or a percentile stretch")
+    p.add_argument("--output-percentiles", type=float, nargs=2, default=DEFAULT_PERCENTILES,
+                   metavar=("LO", "HI"), help="bounds of --output-mapping percentile")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
 
@@ -114,6 +120,8 @@ def run(args: argparse.Namespace) -> int:
             thermal_window=tuple(args.window) if args.window else None,
             thermal_smoothing=0.0,  # separate files are not a video: no temporal smoothing
             homography=homography, output_color=args.color,
+            output_mapping=args.output_mapping,
+            output_percentiles=tuple(args.output_percentiles),
         )
     except (CheckpointError, OutputError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)

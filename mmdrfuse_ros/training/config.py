@@ -20,6 +20,7 @@ import yaml
 
 from mmdrfuse_ros.training import TrainingInputError
 from mmdrfuse_ros.training.bank import BANK_DTYPES
+from mmdrfuse_ros.training.losses import FUSION_TARGETS
 from mmdrfuse_ros.training.perceptual import FALLBACK_GAIN, PERCEPTUAL_CHOICES
 
 
@@ -49,6 +50,9 @@ class StageConfig:
     w_gradient: float = 1.0
     w_perceptual: float = 2.0
     refresh: bool = True  # dynamic refresh (history bank + memory loss)
+    target: str = "max"  # intensity/gradient target: max (published) or screen (losses.py)
+    target_ir_gamma: float = 1.0  # each source ** gamma before the target is formed
+    target_vis_gamma: float = 1.0
 
 
 @dataclass
@@ -115,6 +119,10 @@ class TrainConfig:
             _check(s.lr > 0 and math.isfinite(s.lr), f"{name}.lr must be > 0")
             for key in ("w_intensity", "w_gradient", "w_perceptual"):
                 _check(getattr(s, key) >= 0, f"{name}.{key} must be >= 0")
+            _check(s.target in FUSION_TARGETS, f"{name}.target must be one of {FUSION_TARGETS}")
+            for key in ("target_ir_gamma", "target_vis_gamma"):
+                value = getattr(s, key)
+                _check(value > 0 and math.isfinite(value), f"{name}.{key} must be > 0")
         _check(self.student.w_distill >= 0, "student.w_distill must be >= 0")
         _check(self.teacher.width > 0, "teacher.width must be > 0")
         _check(self.perceptual.network in PERCEPTUAL_CHOICES,

@@ -3,9 +3,9 @@
 All tensors are ``[B, 1, H, W]`` in [0, 1] unless said otherwise. The constants are the
 published ones (see ``shared/docs/METHOD.md``):
 
-* intensity: L1 to the pixelwise maximum of the two sources;
-* gradient: MSE of the 3x3 Laplacian (1/8 ring, -1 centre, zero padding) to that of the maximum,
-  divided by 10;
+* intensity: L1 to the pixelwise maximum of the two sources (or another :func:`fusion_target`);
+* gradient: MSE of the 3x3 Laplacian (1/8 ring, -1 centre, zero padding) to that of the same
+  target, divided by 10;
 * perceptual: mean over the feature stages of MSE(phi(F), max(phi(IR), phi(VIS)));
 * digestible distillation: squared distance between L2-normalised channel-sum maps;
 * memory (dynamic refresh): per-sample penalties towards the best history output, weighted by
@@ -44,16 +44,39 @@ def laplacian(x: torch.Tensor) -> torch.Tensor:
     return F.conv2d(x, w, padding=1, groups=c)
 
 
+#: ``max``: the published target; ``screen``: 1 - (1 - IR)(1 - VIS), which adds the two sources
+#: where both are dark and saturates where either is bright (docs/TRAINING_RESULTS.md).
+FUSION_TARGETS = ("max", "screen")
+
+
 def source_max(ir: torch.Tensor, vis: torch.Tensor) -> torch.Tensor:
     return torch.maximum(ir, vis)
 
 
-def intensity_loss(fused: torch.Tensor, ir: torch.Tensor, vis: torch.Tensor) -> torch.Tensor:
-    return F.l1_loss(fused, source_max(ir, vis))
+def fusion_target(ir: torch.Tensor, vis: torch.Tensor, kind: str = "max",
+                  ir_gamma: float = 1.0, vis_gamma: float = 1.0) -> torch.Tensor:
+    """The image the intensity and gradient terms pull the output towards.
+
+    Each source is raised to its gamma first (> 1 darkens the mid-tones, < 1 lifts them).
+    """
+    if kind not in FUSION_TARGETS:
+        raise ValueError(f"fusion target must be one of {FUSION_TARGETS}, got {kind!r}")
+    a = ir if ir_gamma == 1.0 else ir.clamp(0.0, 1.0).pow(ir_gamma)
+    b = vis if vis_gamma == 1.0 else vis.clamp(0.0, 1.0).pow(vis_gamma)
+    return source_max(a, b) if kind == "max" else a + b - a * b
 
 
-def gradient_loss(fused: torch.Tensor, ir: torch.Tensor, vis: torch.Tensor) -> torch.Tensor:
-    return F.mse_loss(laplacian(fused), laplacian(source_max(ir, vis))) / GRADIENT_DIVISOR
+def intensity_loss(fused: torch.Tensor, ir: torch.Tensor, vis: torch.Tensor,
+                   target: torch.Tensor | None = None) -> torch.Tensor:
+    """L1 to ``target`` (default: the published source maximum)."""
+    return F.l1_loss(fused, source_max(ir, vis) if target is None else target)
+
+
+def gradient_loss(fused: torch.Tensor, ir: torch.Tensor, vis: torch.Tensor,
+                  target: torch.Tensor | None = None) -> torch.Tensor:
+    """Laplacian MSE to that of ``target`` (default: the published source maximum), / 10."""
+    goal = source_max(ir, vis) if target is None else target
+    return F.mse_loss(laplacian(fused), laplacian(goal)) / GRADIENT_DIVISOR
 
 
 def perceptual_loss(

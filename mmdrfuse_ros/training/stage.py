@@ -184,9 +184,10 @@ class StageTrainer:
         ir, vi = self.data.patches.batch(idx, hflip, vflip, self.device)
         x = torch.cat([ir, vi], 1)
         feats, out = self.model(x)
+        target = losses.fusion_target(ir, vi, s.target, s.target_ir_gamma, s.target_vis_gamma)
         terms: dict[str, torch.Tensor] = {
-            "intensity": losses.intensity_loss(out, ir, vi),
-            "gradient": losses.gradient_loss(out, ir, vi),
+            "intensity": losses.intensity_loss(out, ir, vi, target),
+            "gradient": losses.gradient_loss(out, ir, vi, target),
         }
         weights = {"intensity": s.w_intensity, "gradient": s.w_gradient}
         out_feats = self.features(out) if (s.w_perceptual > 0 or s.refresh) else []
