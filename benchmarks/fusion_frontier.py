@@ -1,0 +1,148 @@
+"""The trade-off between the field's metrics and fused YOLOX AP, measured on fusion rules.
+
+Each row is a fixed, parameter-free fusion rule (no training), scored exactly as
+``mmdrfuse students`` scores a student: the 8 metrics on the held-out validation pairs, as
+8-bit images, against the published student with its authors' min-max output, and YOLOX AP@0.5
+on the 30 labelled LLVIP pairs. Every rule is followed by a per-image min-max stretch (what the
+engine's ``minmax`` output mapping does to a student's output), except where the label says
+``raw``. The ``screen`` and ``max`` rules with source gammas are the intensity targets a student
+can be trained towards (``student.target``, ``student.target_ir_gamma``,
+``student.target_vis_gamma``, :func:`mmdrfuse_ros.training.losses.fusion_target`).
+
+A rule that is good on both bars shows what a student could aim for; when no rule reaches both,
+the two bars pull in different directions on these data. ``--student LABEL=PATH`` adds trained
+checkpoints (min-max output) to the same table and plot.
+
+    python benchmarks/fusion_frontier.py --out frontier.md --plot frontier.png \
+        [--student "shipped=mmdrfuse_ros/fusion/weights/student_default.pt"]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from mmdrfuse_ros.training import losses  # noqa: E402
+from mmdrfuse_ros.training import students as S  # noqa: E402
+
+SHARED = ROOT.parent / "shared"
+FOLDERS = [SHARED / "data" / "roadscene", SHARED / "data" / "llvip" / "unlabelled"]
+PUBLISHED = SHARED / "models" / "mmdrfuse_published" / "student.model"
+LABELLED = SHARED / "data" / "llvip" / "labelled"
+YOLOX = SHARED / "models" / "yolox_nano" / "yolox_nano.onnx"
+AP_BAR, WINS_BAR = 0.85, 7
+
+
+def minmax(x: np.ndarray) -> np.ndarray:
+    lo, hi = float(x.min()), float(x.max())
+    return (x - lo) / max(hi - lo, 1e-6)
+
+
+def target_rule(kind: str, ir_gamma: float, vis_gamma: float) -> S.FuseFn:
+    """A training target (``losses.fusion_target``) as an image, min-max stretched."""
+    def fuse(ir: np.ndarray, vi: np.ndarray) -> np.ndarray:
+        t = losses.fusion_target(torch.from_numpy(ir), torch.from_numpy(vi), kind,
+                                 ir_gamma, vis_gamma)
+        return minmax(t.numpy())
+    return fuse
+
+
+def max_plus_min(weight: float) -> S.FuseFn:
+    """max + weight * min of the sources, min-max stretched: between max and the sum."""
+    return lambda ir, vi: minmax(np.maximum(ir, vi) + weight * np.minimum(ir, vi))
+
+
+def rules() -> dict[str, S.FuseFn]:
+    table: dict[str, Callable[[np.ndarray, np.ndarray], np.ndarray]] = {
+        "max, raw": np.maximum,
+        "max": target_rule("max", 1.0, 1.0),
+        "max(IR, VIS^0.5), raw": lambda ir, vi: np.maximum(ir, np.sqrt(vi)),
+        "max(IR, VIS^0.5)": target_rule("max", 1.0, 0.5),
+        "max + 0.3 min": max_plus_min(0.3),
+        "max + 0.5 min": max_plus_min(0.5),
+        "screen": target_rule("screen", 1.0, 1.0),
+    }
+    for ir_gamma, vis_gamma in ((1.0, 0.5), (1.5, 1.0), (1.5, 0.7), (1.5, 0.5), (1.7, 0.7),
+                                (2.0, 0.5)):
+        table[f"screen(IR^{ir_gamma:g}, VIS^{vis_gamma:g})"] = target_rule(
+            "screen", ir_gamma, vis_gamma)
+    return table
+
+
+def plot(rows: list[S.Row], reference: S.Row, path: Path) -> None:
+    """AP against metric wins; points are numbered, the numbers explained on the right."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax, key) = plt.subplots(1, 2, figsize=(11, 5.5), width_ratios=(2.2, 1))
+    ax.scatter(reference.ap50, 8, marker="*", s=160, color="black", zorder=3)
+    seen: dict[int, int] = {}
+    for number, row in enumerate(rows, 1):
+        wins = S.wins(row, reference)
+        trained = row.params > 0
+        ax.scatter(row.ap50, wins, marker="s" if trained else "o",
+                   color="tab:red" if trained else "tab:blue")
+        lift = 4 + 9 * (seen.get(wins, 0) % 3)  # stagger labels of points on the same row
+        seen[wins] = seen.get(wins, 0) + 1
+        ax.annotate(str(number), (row.ap50, wins), fontsize=8, xytext=(2, lift),
+                    textcoords="offset points")
+    ax.axvline(AP_BAR, color="grey", ls="--")
+    ax.axhline(WINS_BAR - 0.5, color="grey", ls="--")
+    ax.set_xlabel("fused YOLOX AP@0.5, 30 labelled LLVIP pairs")
+    ax.set_ylabel("metrics >= published student (min-max), of 8")
+    ax.set_title("Goal: right of and above the dashed lines")
+    legend = ["*  published student, authors' min-max (reference)"]
+    legend += [f"{n}  {row.label}" + ("  [trained]" if row.params else "")
+               for n, row in enumerate(rows, 1)]
+    key.axis("off")
+    key.text(0, 1, "\n".join(legend), va="top", fontsize=8, family="monospace")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", type=Path, help="write the Markdown table here too")
+    parser.add_argument("--plot", type=Path, help="scatter plot: AP against metric wins")
+    parser.add_argument("--student", action="append", default=[], metavar="LABEL=PATH")
+    args = parser.parse_args()
+    missing = [p for p in (*FOLDERS, PUBLISHED, LABELLED, YOLOX) if not p.exists()]
+    if missing:
+        print(f"needs ../shared: missing {', '.join(map(str, missing))}", file=sys.stderr)
+        return 2
+    torch.set_num_threads(1)
+    start = time.perf_counter()
+    val = S.validation_set(FOLDERS)
+    net, params = S.net_output(PUBLISHED)
+    reference = S.Row("published student, authors' min-max", S.mapped(net, "authors-minmax"),
+                      params)
+    rows = [S.Row(label, fuse) for label, fuse in rules().items()]
+    for spec in args.student:
+        label, _, path = spec.partition("=")
+        rows += S.student_rows(label, Path(path), ["minmax"])
+    S.score_metrics([reference, *rows], val)
+    note = S.score_ap([reference, *rows], LABELLED, str(YOLOX))
+    text = (f"Validation: {len(val.names)} held-out pairs ({val.describe()}); AP: {note}; "
+            f"{time.perf_counter() - start:.0f} s.\n\n"
+            + S.markdown([reference, *rows], "all", reference))
+    print(text)
+    if args.out:
+        args.out.write_text(text)
+    if args.plot:
+        plot(rows, reference, args.plot)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
