@@ -44,8 +44,8 @@ per-image min-max output, and raw), our shipped student and each --student, unde
 mapping, on the held-out validation pairs (RoadScene's split + the held-out LLVIP scenes), with
 fused YOLOX AP@0.5 on the labelled LLVIP pairs and a flicker table. For example:
 
-    mmdrfuse students --data ../shared/data/roadscene --data ../shared/data/llvip/unlabelled \
-        --published ../shared/models/mmdrfuse_published/student.model \
+    mmdrfuse students --data ../shared/data/roadscene --data ../shared/data/llvip/unlabelled \\
+        --published ../shared/models/mmdrfuse_published/student.model \\
         --labelled ../shared/data/llvip/labelled --student "candidate=runs/cpu/student/student.pt"
 """
 

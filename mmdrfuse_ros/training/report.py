@@ -1,4 +1,4 @@
-"""Score trained models and the plain baselines on one held-out split; write a Markdown table.
+r"""Score trained models and the plain baselines on one held-out split; write a Markdown table.
 
     mmdrfuse train-report --data ../shared/data/roadscene \
         --split runs/cpu/split.json --model "shipped student=runs/cpu/student/student.pt" \
