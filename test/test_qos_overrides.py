@@ -54,11 +54,11 @@ class Rig(Spin):
                   else self.helper.get_publishers_info_by_topic)  # fmt: skip
         found: list[Any] = []
 
-        def ours() -> bool:
+        def ours() -> bool:  # exactly one: a node of the previous test may still be listed
             found[:] = [e for e in lookup(topic) if e.node_name == self.node.get_name()]
-            return bool(found)
+            return len(found) == 1
 
-        assert wait_until(ours), f"no {kind} of the fusion node on {topic}"
+        assert wait_until(ours), f"not one {kind} of the fusion node on {topic}: {found}"
         return found[0].qos_profile
 
 
@@ -138,9 +138,9 @@ def test_node_parameters_still_apply_at_the_next_activation(rig):
     assert r.node.trigger_activate() is not None and r.node.lifecycle_state == "active"
 
     def thermal_reliable() -> bool:
-        infos = r.helper.get_subscriptions_info_by_topic("/thermal/image_raw")
-        return any(e.node_name == r.node.get_name()
-                   and e.qos_profile.reliability == ReliabilityPolicy.RELIABLE for e in infos)
+        infos = [e for e in r.helper.get_subscriptions_info_by_topic("/thermal/image_raw")
+                 if e.node_name == r.node.get_name()]
+        return len(infos) == 1 and infos[0].qos_profile.reliability == ReliabilityPolicy.RELIABLE
 
     assert wait_until(thermal_reliable)  # not overridden: follows input_reliability
     assert r.endpoint("/rgb/image_raw", "subscription").reliability == (
