@@ -7,6 +7,8 @@ QoS is read back from the ROS graph, and data flows (or does not) as DDS matchin
 
 from __future__ import annotations
 
+import itertools
+import os
 import time
 from functools import partial
 from typing import Any
@@ -36,13 +38,16 @@ FUSED = "qos_overrides./fused/image.publisher."
 
 
 wait_until = partial(node_helpers.wait_until, timeout=10.0)
+_NUMBERS = itertools.count()
 
 
 class Rig(Spin):
     """A FusionNode with parameters, a helper node and an executor spinning both."""
 
     def __init__(self, context: Any, **params: Any):
-        self.node = FusionNode(context=context,
+        # a name of its own: a fusion node of another test on this domain is not ours
+        self.node = FusionNode(node_name=f"fusion_qos_{next(_NUMBERS)}_{os.getpid()}",
+                               context=context,
                                parameter_overrides=[Parameter(k, value=v)
                                                     for k, v in params.items()])  # fmt: skip
         super().__init__(context, self.node, num_threads=None)
@@ -54,7 +59,7 @@ class Rig(Spin):
                   else self.helper.get_publishers_info_by_topic)  # fmt: skip
         found: list[Any] = []
 
-        def ours() -> bool:  # exactly one: a node of the previous test may still be listed
+        def ours() -> bool:
             found[:] = [e for e in lookup(topic) if e.node_name == self.node.get_name()]
             return len(found) == 1
 
