@@ -3,10 +3,10 @@
 Each row is a fixed, parameter-free fusion rule (no training), scored exactly as
 ``mmdrfuse students`` scores a student: the 8 metrics on the held-out validation pairs, as
 8-bit images, against the published student with its authors' min-max output, and YOLOX AP@0.5
-on the 30 labelled LLVIP pairs. Every rule is followed by a per-image min-max stretch (what the
-engine's ``minmax`` output mapping does to a student's output), except where the label says
-``raw``. The ``screen`` and ``max`` rules with source gammas are the intensity targets a student
-can be trained towards (``student.target``, ``student.target_ir_gamma``,
+on the 30 labelled LLVIP pairs. Every rule is followed by a per-image min-max stretch (the
+engine's ``minmax`` output mapping, :func:`mmdrfuse_ros.fusion.output.map_output`), except where
+the label says ``raw``. The ``screen`` and ``max`` rules with source gammas are the intensity
+targets a student can be trained towards (``student.target``, ``student.target_ir_gamma``,
 ``student.target_vis_gamma``, :func:`mmdrfuse_ros.training.losses.fusion_target`).
 
 A rule that is good on both bars shows what a student could aim for; when no rule reaches both,
@@ -31,6 +31,7 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from mmdrfuse_ros.fusion.output import map_output  # noqa: E402
 from mmdrfuse_ros.training import losses  # noqa: E402
 from mmdrfuse_ros.training import students as S  # noqa: E402
 
@@ -42,23 +43,18 @@ YOLOX = SHARED / "models" / "yolox_nano" / "yolox_nano.onnx"
 AP_BAR, WINS_BAR = 0.85, 7
 
 
-def minmax(x: np.ndarray) -> np.ndarray:
-    lo, hi = float(x.min()), float(x.max())
-    return (x - lo) / max(hi - lo, 1e-6)
-
-
 def target_rule(kind: str, ir_gamma: float, vis_gamma: float) -> S.FuseFn:
     """A training target (``losses.fusion_target``) as an image, min-max stretched."""
     def fuse(ir: np.ndarray, vi: np.ndarray) -> np.ndarray:
         t = losses.fusion_target(torch.from_numpy(ir), torch.from_numpy(vi), kind,
                                  ir_gamma, vis_gamma)
-        return minmax(t.numpy())
+        return map_output(t.numpy(), "minmax")
     return fuse
 
 
 def max_plus_min(weight: float) -> S.FuseFn:
     """max + weight * min of the sources, min-max stretched: between max and the sum."""
-    return lambda ir, vi: minmax(np.maximum(ir, vi) + weight * np.minimum(ir, vi))
+    return lambda ir, vi: map_output(np.maximum(ir, vi) + weight * np.minimum(ir, vi), "minmax")
 
 
 def rules() -> dict[str, S.FuseFn]:
