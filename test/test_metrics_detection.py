@@ -5,7 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from mmdrfuse_ros.metrics.detection import COCO_IOU_THRESHOLDS, average_precision, box_iou
+from mmdrfuse_ros.metrics.detection import (
+    COCO_IOU_THRESHOLDS,
+    average_precision,
+    bootstrap_ap50,
+    box_iou,
+)
 
 GT = [[0, 0, 10, 10], [20, 20, 30, 40]]
 
@@ -97,3 +102,45 @@ def test_max_detections_per_image():
 def test_bad_input_is_a_clear_error(dets, gts, message):
     with pytest.raises(ValueError, match=message):
         average_precision(dets, gts)
+
+
+def _half_found(n_images: int) -> tuple[list, list]:
+    """Two people per image; every other image has one of them missed, every third a false
+    alarm that outranks the hits: AP@0.5 is well inside (0, 1) and depends on which images."""
+    gts = [[[0, 0, 10, 20], [30, 0, 40, 20]] for _ in range(n_images)]
+    dets = []
+    for k in range(n_images):
+        found = [[0, 0, 10, 20, 0.5]] + ([] if k % 2 else [[30, 0, 40, 20, 0.4]])
+        dets.append(found + ([[60, 0, 70, 20, 0.9]] if k % 3 == 0 else []))
+    return dets, gts
+
+
+def test_bootstrap_interval_brackets_the_ap_and_repeats():
+    dets, gts = _half_found(30)
+    ap = average_precision(dets, gts)["AP50"]
+    lo, hi = bootstrap_ap50(dets, gts, resamples=300)
+    assert 0.0 < lo < ap < hi < 1.0
+    assert bootstrap_ap50(dets, gts, resamples=300) == (lo, hi)
+    assert bootstrap_ap50(dets, gts, resamples=300, seed=1) != (lo, hi)
+    narrow = bootstrap_ap50(dets, gts, resamples=300, level=0.5)
+    assert lo <= narrow[0] <= narrow[1] <= hi
+
+
+def test_bootstrap_interval_is_a_point_when_every_image_is_alike():
+    gts = [[[0, 0, 10, 20]]] * 8
+    dets = [[[0, 0, 10, 20, 0.9], [50, 0, 60, 20, 0.5]]] * 8
+    ap = average_precision(dets, gts)["AP50"]
+    assert bootstrap_ap50(dets, gts, resamples=50) == pytest.approx((ap, ap))
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"resamples": 0}, "resamples"), ({"level": 1.0}, "level"), ({"level": 0.0}, "level")])
+def test_bootstrap_refuses_bad_settings(kwargs, message):
+    dets, gts = _half_found(4)
+    with pytest.raises(ValueError, match=message):
+        bootstrap_ap50(dets, gts, **kwargs)
+
+
+def test_bootstrap_needs_ground_truth():
+    with pytest.raises(ValueError, match="no ground-truth"):
+        bootstrap_ap50([[]] * 3, [[]] * 3)

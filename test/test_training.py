@@ -409,3 +409,15 @@ def test_students_cli_refuses_bad_input(synth, tmp_path, capsys) -> None:
     ok = parser.parse_args(["--data", str(synth), "--mappings", "raw", "--flicker-frames", "0",
                             "--out", str(out)])
     assert run_students(ok) == 0 and "| shipped student, raw |" in out.read_text()
+
+
+def test_students_markdown_shows_the_ap_interval_only_when_measured() -> None:
+    from mmdrfuse_ros.training.students import Row, markdown
+
+    metrics = {"all": dict.fromkeys(("EN", "SD", "SF", "MI", "SCD", "VIF", "Qabf", "SSIM"), 1.0)}
+    ref = Row("ref", np.maximum, 113, metrics, 0.8, (0.7, 0.9))
+    other = Row("other", np.maximum, 0, metrics)
+    text = markdown([ref, other], "all", ref)
+    assert "AP@0.5 95% interval" in text and "| 0.800 | 0.70..0.90 | - |" in text
+    assert "| other | 0 |" in text and "| - | - | 8/8 |" in text
+    assert "interval" not in markdown([other], "all", None)

@@ -25,7 +25,7 @@ from ..datasets import (
     read_thermal_image,
     read_visible_image,
 )
-from ..metrics.detection import average_precision
+from ..metrics.detection import average_precision, bootstrap_ap50
 from .base import Detection, Detector, as_bgr8
 
 STRETCHES = ("none", "minmax")
@@ -98,6 +98,10 @@ class Evaluation:
                         "num_gt": result["num_gt"], "num_images": result["num_images"],
                         "detect_ms": float(np.mean(times))}
         return out
+
+    def ap50_interval(self, key: str, resamples: int = 1000) -> tuple[float, float]:
+        """95% bootstrap interval of one input's AP@0.5 over the labelled images."""
+        return bootstrap_ap50(self.detections[key], self.ground_truth, resamples)
 
 
 def labelled_pairs(ir_dir: Path, vis_dir: Path, annotations_dir: Path) -> list[Pair]:

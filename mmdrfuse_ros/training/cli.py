@@ -14,7 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from mmdrfuse_ros.outputs import OutputError, check_output, ensure_writable, write_result
+from mmdrfuse_ros.outputs import OutputError, prepare_output, write_result
 from mmdrfuse_ros.training import STAGES, TrainingInputError
 
 if TYPE_CHECKING:
@@ -189,8 +189,7 @@ def run_train(args: argparse.Namespace) -> int:
             return EXIT_OK
         if args.data is None or args.out is None:
             raise ConfigError("--data and --out are required (see --help)")
-        check_output(args.out, [args.data], "dir")
-        ensure_writable(args.out, "dir")
+        prepare_output(args.out, [args.data], "dir")
         summary = train(cfg, args.data, args.out, args.stage, args.teacher, args.resume,
                         args.overwrite)
     except TrainingInterrupted as exc:
@@ -279,7 +278,8 @@ def run_students(args: argparse.Namespace) -> int:
         text, rows = compare(req, progress=lambda label: print(f"scored {label}",
                                                                 file=sys.stderr))
         return text, json.dumps([{"label": r.label, "params": r.params, "metrics": r.metrics,
-                                  "AP50": r.ap50} for r in rows], indent=1)
+                                  "AP50": r.ap50, "AP50_interval": r.ap50_ci} for r in rows],
+                          indent=1)
 
     inputs = [*args.data, args.published, args.labelled, *(path for _, path in students)]
     return _table_command(args, inputs, tables, "table",
@@ -309,8 +309,7 @@ def _check_table_outputs(args: argparse.Namespace, inputs: list[Path | None]) ->
     """OutputError unless ``--out`` and ``--json`` are usable files that overwrite no input."""
     for flag, out in (("--out", args.out), ("--json", args.json)):
         if out:
-            check_output(out, inputs, "file", flag=flag)
-            ensure_writable(out, "file", flag=flag)
+            prepare_output(out, inputs, "file", flag=flag)
 
 
 def _table_command(args: argparse.Namespace, inputs: list[Path | None],

@@ -45,6 +45,7 @@ class Row:
     params: int = 0
     metrics: dict[str, dict[str, float]] = field(default_factory=dict)  # subset -> means
     ap50: float | None = None
+    ap50_ci: tuple[float, float] | None = None  # 95% bootstrap interval over the images
 
 
 @dataclass
@@ -154,6 +155,7 @@ def score_ap(rows: Sequence[Row], labelled: Path, model: str = "") -> str | None
     ap = evaluation.ap()
     for item in fused:
         item.row.ap50 = float(ap[item.key]["AP50"])
+        item.row.ap50_ci = evaluation.ap50_interval(item.key)
     extra = {k: ap[k]["AP50"] for k in ("thermal", "visible")}
     return (reason or "") + (f"thermal only {extra['thermal']:.3f}, visible only "
                              f"{extra['visible']:.3f}; {len(evaluation.names)} pairs")
@@ -167,6 +169,9 @@ def wins(row: Row, reference: Row, subset: str = "all") -> int:
 
 def markdown(rows: Sequence[Row], subset: str, reference: Row | None) -> str:
     head = ["row", "params", *VALIDATION_METRICS, "AP@0.5"]
+    with_ci = any(r.ap50_ci is not None for r in rows)
+    if with_ci:
+        head.append("AP@0.5 95% interval")
     if reference is not None:
         head.append(f">= {reference.label}")
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
@@ -174,6 +179,8 @@ def markdown(rows: Sequence[Row], subset: str, reference: Row | None) -> str:
         m = r.metrics[subset]
         cells = [r.label, f"{r.params:,}", *(f"{m[k]:.3f}" for k in VALIDATION_METRICS),
                  "-" if r.ap50 is None else f"{r.ap50:.3f}"]
+        if with_ci:
+            cells.append("-" if r.ap50_ci is None else "{:.2f}..{:.2f}".format(*r.ap50_ci))
         if reference is not None:
             cells.append("-" if r is reference else f"{wins(r, reference, subset)}/8")
         lines.append("| " + " | ".join(cells) + " |")
