@@ -83,14 +83,14 @@ LOG_LEVELS = ("debug", "info", "warn", "error", "fatal")
 #: launch argument -> (nodes, parameter) it sets when it is given
 ARGUMENT_PARAMS = {
     "use_sim_time": (NODES, "use_sim_time"),
-    "device": (("fusion_node",), "device"),
-    "weights": (("fusion_node",), "weights"),
-    "autostart": (("fusion_node",), "autostart"),
-    "detector_model": (("detector_node",), "model_path"),
-    "publish_detection_image": (("detector_node",), "publish_image"),
+    "device": ((topics.FUSION_NODE,), "device"),
+    "weights": ((topics.FUSION_NODE,), "weights"),
+    "autostart": ((topics.FUSION_NODE,), "autostart"),
+    "detector_model": ((topics.DETECTOR_NODE,), "model_path"),
+    "publish_detection_image": ((topics.DETECTOR_NODE,), "publish_image"),
 }
 #: node (and executable) -> its shipped parameters file in config/
-CONFIG_FILES = {"fusion_node": "fusion.yaml", "detector_node": "detector.yaml"}
+CONFIG_FILES = {topics.FUSION_NODE: "fusion.yaml", topics.DETECTOR_NODE: "detector.yaml"}
 BOOL_ARGUMENTS = ("use_sim_time", "autostart", "publish_detection_image")
 #: the context local that holds the names of the arguments given to this launch
 GIVEN_ARGUMENTS = "mmdrfuse_ros_given_arguments"
@@ -153,12 +153,12 @@ def argument_values(arguments: Mapping[str, str], given: Iterable[str]) -> dict:
             value = text.lower() in _TRUE
         for node in nodes:
             values[node][param] = value
-    if model := values["detector_node"].get("model_path"):
+    if model := values[topics.DETECTOR_NODE].get("model_path"):
         if not Path(model).expanduser().is_file():
             raise LaunchConfigurationError(
                 f"launch argument detector_model:={model!r}: no such file"
             )
-        values["detector_node"]["backend"] = "onnx"
+        values[topics.DETECTOR_NODE]["backend"] = "onnx"
     return values
 
 
@@ -219,9 +219,9 @@ def make_nodes(context: Any, config: Path) -> list[Node]:
     }
     fused = arguments["fused_topic"]
     fusion = Node(
-        executable="fusion_node",
-        name="fusion_node",
-        parameters=node_parameters("fusion_node", config, resolved),
+        executable="fusion_node",  # the console script (setup.py)
+        name=topics.FUSION_NODE,
+        parameters=node_parameters(topics.FUSION_NODE, config, resolved),
         remappings=[
             (topics.THERMAL_IMAGE, arguments["thermal_topic"]),
             (topics.RGB_IMAGE, arguments["rgb_topic"]),
@@ -231,9 +231,9 @@ def make_nodes(context: Any, config: Path) -> list[Node]:
         **common,
     )
     detector = Node(
-        executable="detector_node",
-        name="detector_node",
-        parameters=node_parameters("detector_node", config, resolved),
+        executable="detector_node",  # the console script (setup.py)
+        name=topics.DETECTOR_NODE,
+        parameters=node_parameters(topics.DETECTOR_NODE, config, resolved),
         remappings=[(topics.FUSED_IMAGE, fused)],
         **common,
     )

@@ -1,4 +1,8 @@
-"""Default topic names, spelled in one place. Relative, so namespaces and remaps apply."""
+"""Default topic and node names, spelled in one place. Topics are relative, so namespaces and
+remaps apply; a node name is also the section of its parameters file."""
+
+FUSION_NODE = "fusion_node"
+DETECTOR_NODE = "detector_node"
 
 THERMAL_IMAGE = "thermal/image_raw"
 RGB_IMAGE = "rgb/image_raw"

@@ -25,9 +25,10 @@ from typing import Any
 import yaml
 
 from mmdrfuse_ros.outputs import write_result
+from mmdrfuse_ros.topics import FUSION_NODE
 
 PARAMS_FILE = "mmdrfuse_params.yaml"
-NODE = "fusion_node"
+NODE = FUSION_NODE
 
 _HEADER = """\
 # fusion_node parameters for this bag, written by {source}.

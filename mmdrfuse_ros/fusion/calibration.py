@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 
 from ..sampling import select_evenly
+from ..topics import FUSION_NODE
 from .calibration_search import (
     MODELS,
     CalibrationError,
@@ -62,7 +63,7 @@ __all__ = [
 ]
 
 #: the fusion node's name: the section of its params file
-NODE_SECTION = "fusion_node"
+NODE_SECTION = FUSION_NODE
 #: the model each pair is refined with on its own: a single multimodal pair pins down shift,
 #: scale and rotation well, the remaining terms only jointly over the pairs
 PAIR_MODEL = {"homography": "similarity", "affine": "similarity", "similarity": "similarity"}

@@ -72,7 +72,7 @@ from mmdrfuse_ros.settings.detector import (
     detector_kwargs,
 )
 
-NODE_NAME = "detector_node"
+NODE_NAME = topics.DETECTOR_NODE
 DROP_CAUSES = ("stale", "unsupported_encoding", "malformed_image", "inference", "publish")
 #: the timed stages of one image, in order (see the module docstring)
 STAGES = ("receive", "preprocess", "inference", "decode", "publish")
@@ -248,7 +248,7 @@ def _finite(d: Detection) -> bool:
 
 def main(args: list[str] | None = None) -> int:
     """``detector_node`` executable: run until Ctrl-C; exit 1 with the reason on bad parameters."""
-    return run_node(DetectorNode, "detector_node", args)
+    return run_node(DetectorNode, NODE_NAME, args)
 
 
 if __name__ == "__main__":

@@ -75,7 +75,7 @@ from mmdrfuse_ros.settings.fusion import (
 )
 from mmdrfuse_ros.stamps import stamp_to_ns
 
-NODE_NAME = "fusion_node"
+NODE_NAME = topics.FUSION_NODE
 #: why frames are dropped: the keys of the drop counters in diagnostics
 DROP_CAUSES = (
     "stale",  # a newer pair arrived before the worker took this one
@@ -379,7 +379,7 @@ class FusionNode(WorkerNode):
 
 def main(args: list[str] | None = None) -> int:
     """``fusion_node`` executable: run until Ctrl-C; exit 1 with the reason on bad parameters."""
-    return run_node(FusionNode, "fusion_node", args)
+    return run_node(FusionNode, NODE_NAME, args)
 
 
 if __name__ == "__main__":

@@ -24,9 +24,10 @@ from typing import Any
 
 import yaml
 
+from ..topics import DETECTOR_NODE, FUSION_NODE
 from .spec import Param, by_name, defaults
 
-NODES = ("fusion_node", "detector_node")
+NODES = (FUSION_NODE, DETECTOR_NODE)
 #: parameters every rclpy node has, accepted in any section: name -> ROS type
 COMMON_PARAMS = {"use_sim_time": "bool"}
 #: parameters rclpy declares and checks itself (QoSOverridingOptions), accepted as they are
@@ -49,11 +50,11 @@ class Section:
 # ------------------------------------------------------------------------ the nodes' tables
 def parameter_table(node: str) -> tuple[Param, ...]:
     """The parameter table ``node`` declares its ROS parameters from."""
-    if node == "fusion_node":
+    if node == FUSION_NODE:
         from .fusion import FUSION_PARAMS
 
         return FUSION_PARAMS
-    if node == "detector_node":
+    if node == DETECTOR_NODE:
         from .detector import DETECTOR_PARAMS
 
         return DETECTOR_PARAMS
@@ -62,7 +63,7 @@ def parameter_table(node: str) -> tuple[Param, ...]:
 
 def node_check(node: str, load_model: bool = True) -> Callable[[Mapping[str, Any]], str | None]:
     """The node's own check of one whole configuration (the reason it refuses it, or None)."""
-    if node == "fusion_node":
+    if node == FUSION_NODE:
         from .fusion import check_fusion_values
 
         return check_fusion_values
