@@ -1,6 +1,7 @@
 """What every command that writes checks about its outputs, and how it writes results.
 
-Two checks, both made before any work, so that an unusable output costs nothing:
+Two checks, both made before any work (:func:`prepare_output` makes both), so that an unusable
+output costs nothing:
 
 * :func:`check_output`: an output must never be an input, lie inside an input folder, contain
   one, or overwrite an input file (symlinks and hard links are seen through);
@@ -22,7 +23,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
-__all__ = ["OutputError", "check_output", "ensure_writable", "write_result"]
+__all__ = ["OutputError", "check_output", "ensure_writable", "prepare_output", "write_result"]
 
 Kind = Literal["dir", "file"]
 
@@ -123,6 +124,20 @@ def _probe(folder: Path, out: Path, flag: str) -> None:
         reason = "a kernel filesystem" if kernel else exc.strerror or str(exc)
         raise OutputError(f"{flag} {out}: cannot write into {folder} ({reason}); choose a "
                           "writable place") from None
+
+
+def prepare_output(
+    out: str | Path,
+    inputs: Iterable[str | Path | Sequence[str | Path] | None],
+    kind: Kind = "dir",
+    *,
+    flag: str = "--out",
+    targets: Iterable[str | Path] = (),
+) -> None:
+    """Both checks a command makes of an output before its work: :func:`check_output`, then
+    :func:`ensure_writable`. Raises OutputError with what to change."""
+    check_output(out, inputs, kind, flag=flag, targets=targets)
+    ensure_writable(out, kind, flag=flag)
 
 
 def ensure_writable(out: str | Path, kind: Kind = "dir", *, flag: str = "--out") -> None:

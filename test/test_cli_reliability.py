@@ -162,6 +162,18 @@ def test_guard_sees_through_links(tmp_path):
         outputs.check_output(data / "b.png", [data], kind="file")
 
 
+def test_prepare_output_makes_both_checks(tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    (tmp_path / "taken").write_text("a file where a folder is asked for")
+    with pytest.raises(outputs.OutputError, match="inside the input folder"):
+        outputs.prepare_output(data / "b.png", [data], "file")
+    with pytest.raises(outputs.OutputError, match=r"--report .* is not a folder"):
+        outputs.prepare_output(tmp_path / "taken", [data], "dir", flag="--report")
+    outputs.prepare_output(tmp_path / "out", [data], "dir")
+    assert not (tmp_path / "out").exists()  # checks only: nothing is created
+
+
 @pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders")
 def test_read_only_output_folder_is_refused(tmp_path):
     ro = tmp_path / "ro"

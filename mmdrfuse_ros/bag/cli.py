@@ -94,12 +94,11 @@ def register(subparsers: Any) -> None:
 
 def _check_bag_out(out: Path, inputs: list[Path | None]) -> None:
     """OutputError before any work: the bag folder must be new, writable, apart from inputs."""
-    from mmdrfuse_ros.outputs import OutputError, check_output, ensure_writable
+    from mmdrfuse_ros.outputs import OutputError, prepare_output
 
     if out.exists() or out.is_symlink():
         raise OutputError(f"--out {out} exists already; remove it or choose another --out")
-    check_output(out, inputs, "dir")
-    ensure_writable(out, "dir")
+    prepare_output(out, inputs, "dir")
 
 
 def cmd_synth(args: argparse.Namespace) -> int:

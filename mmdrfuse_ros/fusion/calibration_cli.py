@@ -14,7 +14,7 @@ import yaml
 
 from ..cli_args import add_out
 from ..datasets import DatasetError, read_homography
-from ..outputs import OutputError, check_output, ensure_writable, write_result
+from ..outputs import OutputError, prepare_output, write_result
 from .calibration import (
     MODELS,
     NODE_SECTION,
@@ -82,11 +82,9 @@ def _check_args(args: argparse.Namespace) -> str | None:
 
 def _check_outputs(args: argparse.Namespace) -> None:
     inputs = [args.bag, args.ir, args.vis, args.init]
-    check_output(args.out, inputs, kind="file")
-    ensure_writable(args.out, kind="file")
+    prepare_output(args.out, inputs, kind="file")
     if args.report is not None:
-        check_output(args.report, inputs, kind="dir", flag="--report")
-        ensure_writable(args.report, kind="dir", flag="--report")
+        prepare_output(args.report, inputs, kind="dir", flag="--report")
 
 
 def _read_pairs(args: argparse.Namespace) -> FramePairs:

@@ -20,7 +20,7 @@ from ..datasets import (
     read_thermal_image,
     read_visible_image,
 )
-from ..outputs import OutputError, check_output, ensure_writable
+from ..outputs import OutputError, prepare_output
 from .backends import BACKENDS
 from .model import CheckpointError
 from .output import DEFAULT_PERCENTILES, OUTPUT_MAPPINGS, STILL_OUTPUT_MAPPING
@@ -91,13 +91,11 @@ def _resolve_jobs(args: argparse.Namespace) -> tuple[list[Job], list[str]]:
             return [], ["--ir and --vis must both be files or both be folders"]
         single = out.suffix.lower() in IMAGE_EXTENSIONS
         target = out if single else out / f"{ir.stem}.png"
-        check_output(out, [ir, vis], "file" if single else "dir", targets=[target])
-        ensure_writable(out, "file" if single else "dir")
+        prepare_output(out, [ir, vis], "file" if single else "dir", targets=[target])
         return [(ir.stem, ir, vis, target)], []
     if out.suffix.lower() in IMAGE_EXTENSIONS:
         return [], [f"--out must be a folder when fusing folders (got {out})"]
-    check_output(out, [ir, vis], "dir")
-    ensure_writable(out, "dir")
+    prepare_output(out, [ir, vis], "dir")
     try:
         listing = find_pairs(ir, vis)
     except DatasetError as exc:

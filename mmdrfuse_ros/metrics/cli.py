@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from ..datasets import DatasetError, list_images, read_grey
-from ..outputs import OutputError, check_output, ensure_writable, write_result
+from ..outputs import OutputError, prepare_output, write_result
 from .fusion import ALL_METRICS, compute_metrics
 
 __all__ = ["evaluate_folders", "register", "run"]
@@ -108,8 +108,7 @@ def _check_outputs(args: argparse.Namespace) -> None:
     inputs = [Path(args.ir), Path(args.vis), Path(args.fused)]
     for flag, out in (("--json", args.json), ("--csv", args.csv)):
         if out:
-            check_output(out, inputs, "file", flag=flag)
-            ensure_writable(out, "file", flag=flag)
+            prepare_output(out, inputs, "file", flag=flag)
 
 
 def _json_text(rows: list[dict], mean: dict[str, float], errors: list[tuple[str, str]],

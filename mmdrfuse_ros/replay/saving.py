@@ -18,11 +18,10 @@ def report_folder_problem(folder: Path, bag: Path | None = None) -> str | None:
     """Why ``folder`` cannot hold a report (None: it can), with the package's output guard:
     a file in the way, no write access (read-only, /proc), the bag itself, a folder inside the
     bag or one that contains it. Creates nothing."""
-    from mmdrfuse_ros.outputs import OutputError, check_output, ensure_writable
+    from mmdrfuse_ros.outputs import OutputError, prepare_output
 
     try:
-        check_output(folder, [bag], kind="dir", flag="--report")
-        ensure_writable(folder, kind="dir", flag="--report")
+        prepare_output(folder, [bag], kind="dir", flag="--report")
     except OutputError as exc:
         return str(exc)
     return None
