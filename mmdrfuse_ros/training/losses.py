@@ -66,17 +66,14 @@ def fusion_target(ir: torch.Tensor, vis: torch.Tensor, kind: str = "max",
     return source_max(a, b) if kind == "max" else a + b - a * b
 
 
-def intensity_loss(fused: torch.Tensor, ir: torch.Tensor, vis: torch.Tensor,
-                   target: torch.Tensor | None = None) -> torch.Tensor:
-    """L1 to ``target`` (default: the published source maximum)."""
-    return F.l1_loss(fused, source_max(ir, vis) if target is None else target)
+def intensity_loss(fused: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """L1 to the :func:`fusion_target` (published: the source maximum)."""
+    return F.l1_loss(fused, target)
 
 
-def gradient_loss(fused: torch.Tensor, ir: torch.Tensor, vis: torch.Tensor,
-                  target: torch.Tensor | None = None) -> torch.Tensor:
-    """Laplacian MSE to that of ``target`` (default: the published source maximum), / 10."""
-    goal = source_max(ir, vis) if target is None else target
-    return F.mse_loss(laplacian(fused), laplacian(goal)) / GRADIENT_DIVISOR
+def gradient_loss(fused: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Laplacian MSE to that of the :func:`fusion_target`, / 10."""
+    return F.mse_loss(laplacian(fused), laplacian(target)) / GRADIENT_DIVISOR
 
 
 def perceptual_loss(

@@ -186,8 +186,8 @@ class StageTrainer:
         feats, out = self.model(x)
         target = losses.fusion_target(ir, vi, s.target, s.target_ir_gamma, s.target_vis_gamma)
         terms: dict[str, torch.Tensor] = {
-            "intensity": losses.intensity_loss(out, ir, vi, target),
-            "gradient": losses.gradient_loss(out, ir, vi, target),
+            "intensity": losses.intensity_loss(out, target),
+            "gradient": losses.gradient_loss(out, target),
         }
         weights = {"intensity": s.w_intensity, "gradient": s.w_gradient}
         out_feats = self.features(out) if (s.w_perceptual > 0 or s.refresh) else []
