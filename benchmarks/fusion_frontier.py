@@ -25,12 +25,14 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import cv2
 import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from mmdrfuse_ros.fusion.model import StudentNet, load_checkpoint  # noqa: E402
 from mmdrfuse_ros.fusion.output import map_output  # noqa: E402
 from mmdrfuse_ros.training import losses  # noqa: E402
 from mmdrfuse_ros.training import students as S  # noqa: E402
@@ -40,6 +42,7 @@ FOLDERS = [SHARED / "data" / "roadscene", SHARED / "data" / "llvip" / "unlabelle
 PUBLISHED = SHARED / "models" / "mmdrfuse_published" / "student.model"
 LABELLED = SHARED / "data" / "llvip" / "labelled"
 YOLOX = SHARED / "models" / "yolox_nano" / "yolox_nano.onnx"
+SHIPPED = ROOT / "mmdrfuse_ros" / "fusion" / "weights" / "student_default.pt"
 AP_BAR, WINS_BAR = 0.85, 7
 
 
@@ -55,6 +58,69 @@ def target_rule(kind: str, ir_gamma: float, vis_gamma: float) -> S.FuseFn:
 def max_plus_min(weight: float) -> S.FuseFn:
     """max + weight * min of the sources, min-max stretched: between max and the sum."""
     return lambda ir, vi: map_output(np.maximum(ir, vi) + weight * np.minimum(ir, vi), "minmax")
+
+
+RING = np.array([[1, 1, 1], [1, 0, 1], [1, 1, 1]], np.float32) / 8
+#: a relief (emboss) kernel: the left-right difference, as in the shipped student's first layer
+RELIEF = np.array([[1, 0, -1], [1, 0, -1], [1, 0, -1]], np.float32) / 3
+
+
+def tone_student(hot: float, relief: float = 0.0, *, threshold: float = 0.5, lift: float = 0.3,
+                 knee: float = 0.3, max_weight: float = 0.5, sharpen: float = 0.3,
+                 vis_weight: float = 0.8, gain: float = 0.7) -> StudentNet:
+    """A 113-parameter student whose weights are set by hand to a tone rule it represents
+    exactly, to show what the architecture can reach (not trained, never shipped).
+
+    With a = IR and b = VIS, the four ReLU units are
+    ``u1 = (1 - hot) a + vis_weight (1 + lift) b`` (both sources, added),
+    ``u2 = relu(a - threshold)`` (hot objects above the warm background),
+    ``u3 = relu(b - knee)`` (where the lift of dark visible detail ends),
+    ``u4 = relu(a - b)`` (max(a, b) = b + u4, for MI);
+    the output is ``tanh(gain * K * x)`` with ``x = u1 + hot/(1 - threshold) u2 -
+    vis_weight lift u3 + max_weight u4`` and K a 3x3 sharpening (plus ``relief`` x RELIEF).
+    """
+    net = StudentNet()
+    w1 = np.zeros((4, 2, 3, 3), np.float32)
+    w1[:, :, 1, 1] = [[1 - hot, vis_weight * (1 + lift)], [1, 0], [0, 1], [1, -1]]
+    coef = np.array([1, hot / (1 - threshold), -vis_weight * lift, max_weight], np.float32)
+    kernel = -sharpen * RING + relief * RELIEF
+    kernel[1, 1] += 1 + sharpen
+    with torch.no_grad():
+        net.conv1[1].weight.copy_(torch.from_numpy(w1))
+        net.conv1[1].bias.copy_(torch.tensor([0, -threshold, -knee, 0], dtype=torch.float32))
+        net.conv2[1].weight.copy_(torch.from_numpy(gain * coef[None, :, None, None] * kernel))
+        net.conv2[1].bias.zero_()
+    return net.eval()
+
+
+def pixelwise_part(net: StudentNet, size: int = 65) -> S.FuseFn:
+    """The net's response to flat inputs as a lookup table: what it does without its spatial
+    kernels (min-max stretched like the net)."""
+    grid = np.linspace(0, 1, size, dtype=np.float32)
+    a, b = np.meshgrid(grid, grid, indexing="ij")
+    flat = np.stack([a.ravel(), b.ravel()], 1)[:, :, None, None].repeat(3, 2).repeat(3, 3)
+    with torch.no_grad():
+        table = net(torch.from_numpy(flat))[:, 0, 1, 1].numpy().reshape(size, size)
+
+    def fuse(ir: np.ndarray, vi: np.ndarray) -> np.ndarray:
+        out = cv2.remap(table, vi * (size - 1), ir * (size - 1), cv2.INTER_LINEAR)
+        return map_output(np.clip(out, 0, 1), "minmax")
+    return fuse
+
+
+def built_rows() -> list[S.Row]:
+    """Hand-set students (:func:`tone_student`) and the shipped student without its kernels."""
+    rows = []
+    for label, net in (("built: tone rule", tone_student(0.4)),
+                       ("built: tone rule, more IR contrast", tone_student(0.5)),
+                       ("built: tone rule + relief 0.3", tone_student(0.4, 0.3)),
+                       ("built: tone rule + relief 0.7", tone_student(0.4, 0.7))):
+        rows.append(S.Row(label, S.mapped(net.unclamped, "minmax"), 113))
+    rows.insert(1, S.Row("built: tone rule, authors' min-max (unclamped)",
+                         S.mapped(tone_student(0.4).unclamped, "authors-minmax"), 113))
+    shipped = load_checkpoint(SHIPPED).build().eval()
+    rows.append(S.Row("shipped student, pixelwise part only", pixelwise_part(shipped)))
+    return rows
 
 
 def rules() -> dict[str, S.FuseFn]:
@@ -74,6 +140,12 @@ def rules() -> dict[str, S.FuseFn]:
     return table
 
 
+def _kind(row: S.Row) -> str:
+    if row.label.startswith("built:"):
+        return "built"
+    return "trained" if row.params else "rule"
+
+
 def plot(rows: list[S.Row], reference: S.Row, path: Path) -> None:
     """AP against metric wins; points are numbered, the numbers explained on the right."""
     import matplotlib
@@ -86,9 +158,9 @@ def plot(rows: list[S.Row], reference: S.Row, path: Path) -> None:
     seen: dict[int, int] = {}
     for number, row in enumerate(rows, 1):
         wins = S.wins(row, reference)
-        trained = row.params > 0
-        ax.scatter(row.ap50, wins, marker="s" if trained else "o",
-                   color="tab:red" if trained else "tab:blue")
+        kind = _kind(row)
+        ax.scatter(row.ap50, wins, marker={"trained": "s", "built": "D"}.get(kind, "o"),
+                   color={"trained": "tab:red", "built": "tab:green"}.get(kind, "tab:blue"))
         lift = 4 + 9 * (seen.get(wins, 0) % 3)  # stagger labels of points on the same row
         seen[wins] = seen.get(wins, 0) + 1
         ax.annotate(str(number), (row.ap50, wins), fontsize=8, xytext=(2, lift),
@@ -100,7 +172,7 @@ def plot(rows: list[S.Row], reference: S.Row, path: Path) -> None:
     ax.set_ylim(top=8.8)
     ax.set_title("Goal: right of and above the dashed lines")
     legend = ["*  published student, authors' min-max (reference)"]
-    legend += [f"{n}  {row.label}" + ("  [trained]" if row.params else "")
+    legend += [f"{n}  {row.label}" + ("  [trained]" if _kind(row) == "trained" else "")
                for n, row in enumerate(rows, 1)]
     key.axis("off")
     key.text(0, 1, "\n".join(legend), va="top", fontsize=8, family="monospace")
@@ -124,7 +196,7 @@ def main() -> int:
     net, params = S.net_output(PUBLISHED)
     reference = S.Row("published student, authors' min-max", S.mapped(net, "authors-minmax"),
                       params)
-    rows = [S.Row(label, fuse) for label, fuse in rules().items()]
+    rows = [S.Row(label, fuse) for label, fuse in rules().items()] + built_rows()
     for spec in args.student:
         label, _, path = spec.partition("=")
         rows += S.student_rows(label, Path(path), ["minmax"])
