@@ -126,14 +126,9 @@ def _probe(folder: Path, out: Path, flag: str) -> None:
                           "writable place") from None
 
 
-def prepare_output(
-    out: str | Path,
-    inputs: Iterable[str | Path | Sequence[str | Path] | None],
-    kind: Kind = "dir",
-    *,
-    flag: str = "--out",
-    targets: Iterable[str | Path] = (),
-) -> None:
+def prepare_output(out: str | Path, inputs: Iterable[str | Path | Sequence[str | Path] | None],
+                   kind: Kind = "dir", *, flag: str = "--out",
+                   targets: Iterable[str | Path] = ()) -> None:
     """Both checks a command makes of an output before its work: :func:`check_output`, then
     :func:`ensure_writable`. Raises OutputError with what to change."""
     check_output(out, inputs, kind, flag=flag, targets=targets)
