@@ -144,3 +144,20 @@ def test_bootstrap_refuses_bad_settings(kwargs, message):
 def test_bootstrap_needs_ground_truth():
     with pytest.raises(ValueError, match="no ground-truth"):
         bootstrap_ap50([[]] * 3, [[]] * 3)
+
+
+def test_bootstrap_equals_the_ap_of_each_resampled_set():
+    """The interval is the quantiles of plain AP@0.5 recomputed on each resample of images."""
+    rng = np.random.default_rng(3)
+    gts = [[[x, 0, x + 10, 20] for x in range(0, 10 * n, 15)] for n in rng.integers(0, 4, 20)]
+    dets = [[[b[0] + rng.integers(0, 6), 0, b[2], 20, rng.uniform()] for b in g]
+            + [[300, 300, 320, 330, rng.uniform()]] for g in gts]
+    draw = np.random.default_rng(0)
+    values = []
+    for _ in range(200):
+        pick = draw.integers(0, len(gts), len(gts))
+        if any(gts[i] for i in pick):
+            values.append(average_precision([dets[i] for i in pick], [gts[i] for i in pick],
+                                            iou_thresholds=(0.5,))["AP50"])
+    expected = np.quantile(values, [0.025, 0.975])
+    assert bootstrap_ap50(dets, gts, resamples=200, seed=0) == pytest.approx(tuple(expected))

@@ -91,6 +91,39 @@ def _ap_from_matches(scores, matched, n_gt: int) -> float:
     return float(np.mean(sampled))
 
 
+def _checked_images(detections, ground_truth, max_detections: int
+                    ) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """Per image: (its top detections by score, its ground truth, their IoU matrix)."""
+    if max_detections < 1:
+        raise ValueError("max_detections must be >= 1")
+    images = []
+    for k, (dets, gts) in enumerate(_pairs(detections, ground_truth)):
+        d = _as_boxes(dets, 5, f"detections of image {k}")
+        g = _as_boxes(gts, 4, f"ground truth of image {k}")
+        d = d[np.argsort(-d[:, 4], kind="mergesort")][:max_detections]
+        images.append((d, g, box_iou(d[:, :4], g)))
+    if not any(len(g) for _, g, _ in images):
+        raise ValueError("no ground-truth boxes: average precision is undefined")
+    return images
+
+
+def _greedy_matches(iou: np.ndarray, threshold: float) -> np.ndarray:
+    """Which detections (rows of ``iou``, in score order) match a ground-truth box, COCO's way."""
+    n_det, n_gt = iou.shape
+    matched = np.zeros(n_det, dtype=bool)
+    taken = np.zeros(n_gt, dtype=bool)
+    if not n_gt:
+        return matched
+    for i in range(n_det):
+        cand = np.where(taken, -1.0, iou[i])
+        j = n_gt - 1 - int(np.argmax(cand[::-1]))  # COCO: the last of equal IoUs
+        # COCO keeps the threshold just below 1 so that IoU == 1 still matches at t = 1
+        if cand[j] >= min(threshold, 1 - 1e-10):
+            matched[i] = True
+            taken[j] = True
+    return matched
+
+
 def average_precision(
     detections,
     ground_truth,
@@ -107,46 +140,19 @@ def average_precision(
     thresholds = [float(t) for t in iou_thresholds]
     if not thresholds or any(not 0.0 < t <= 1.0 for t in thresholds):
         raise ValueError(f"iou_thresholds must be in (0, 1], got {thresholds}")
-    if max_detections < 1:
-        raise ValueError("max_detections must be >= 1")
-    eval_at = sorted(set(thresholds) | {0.5})
-    images = []
-    n_gt = n_det = 0
-    for k, (dets, gts) in enumerate(_pairs(detections, ground_truth)):
-        d = _as_boxes(dets, 5, f"detections of image {k}")
-        g = _as_boxes(gts, 4, f"ground truth of image {k}")
-        d = d[np.argsort(-d[:, 4], kind="mergesort")][:max_detections]
-        images.append((d, g, box_iou(d[:, :4], g)))
-        n_gt += len(g)
-        n_det += len(d)
-    if n_gt == 0:
-        raise ValueError("no ground-truth boxes: average precision is undefined")
-    scores = np.concatenate([d[:, 4] for d, _, _ in images]) if images else np.zeros(0)
-    per_iou: dict[float, float] = {}
-    for t in eval_at:
-        matched_all = []
-        for d, g, iou in images:
-            matched = np.zeros(len(d), dtype=bool)
-            taken = np.zeros(len(g), dtype=bool)
-            for i in range(len(d)):
-                if not len(g):
-                    break
-                cand = np.where(taken, -1.0, iou[i])
-                j = len(cand) - 1 - int(np.argmax(cand[::-1]))  # COCO: the last of equal IoUs
-                # COCO keeps the threshold just below 1 so that IoU == 1 still matches at t = 1
-                if cand[j] >= min(t, 1 - 1e-10):
-                    matched[i] = True
-                    taken[j] = True
-            matched_all.append(matched)
-        matched_flat = np.concatenate(matched_all) if matched_all else np.zeros(0, dtype=bool)
-        per_iou[t] = _ap_from_matches(scores, matched_flat, n_gt)
+    images = _checked_images(detections, ground_truth, max_detections)
+    n_gt = sum(len(g) for _, g, _ in images)
+    scores = np.concatenate([d[:, 4] for d, _, _ in images])
+    per_iou = {t: _ap_from_matches(scores, np.concatenate(
+        [_greedy_matches(iou, t) for _, _, iou in images]), n_gt)
+        for t in sorted(set(thresholds) | {0.5})}
     return {
         "AP50": per_iou[0.5],
         "AP": float(np.mean([per_iou[t] for t in thresholds])),
         "per_iou": {t: per_iou[t] for t in thresholds},
         "num_images": len(images),
         "num_gt": n_gt,
-        "num_detections": n_det,
+        "num_detections": int(sum(len(d) for d, _, _ in images)),
     }
 
 
@@ -156,26 +162,28 @@ def bootstrap_ap50(
     resamples: int = 1000,
     level: float = 0.95,
     seed: int = 0,
+    max_detections: int = 100,
 ) -> tuple[float, float]:
     """Percentile interval of AP@0.5 over the images resampled with replacement.
 
     It says how far the AP of a small labelled set moves with the choice of images: two rows
     whose intervals overlap widely are not told apart by that set. The resamples depend only on
-    ``seed`` and the number of images, so rows scored on the same images share them.
+    ``seed`` and the number of images, so rows scored on the same images share them. Each
+    image's matches do not depend on the resample, so they are computed once.
     """
     if resamples < 1:
         raise ValueError(f"resamples must be >= 1, got {resamples}")
     if not 0.0 < level < 1.0:
         raise ValueError(f"level must be in (0, 1), got {level}")
-    pairs = _pairs(detections, ground_truth)
-    if not any(len(g) for _, g in pairs):
-        raise ValueError("no ground-truth boxes: average precision is undefined")
+    images = [(d[:, 4], _greedy_matches(iou, 0.5), len(g))
+              for d, g, iou in _checked_images(detections, ground_truth, max_detections)]
     rng = np.random.default_rng(seed)
     values = []
     for _ in range(resamples):
-        pick = [pairs[i] for i in rng.integers(0, len(pairs), len(pairs))]
-        if any(len(g) for _, g in pick):
-            values.append(average_precision([d for d, _ in pick], [g for _, g in pick],
-                                            iou_thresholds=(0.5,))["AP50"])
+        pick = [images[i] for i in rng.integers(0, len(images), len(images))]
+        n_gt = sum(n for _, _, n in pick)
+        if n_gt:
+            values.append(_ap_from_matches(np.concatenate([s for s, _, _ in pick]),
+                                           np.concatenate([m for _, m, _ in pick]), n_gt))
     lo, hi = np.quantile(values, [(1.0 - level) / 2.0, (1.0 + level) / 2.0])
     return float(lo), float(hi)
