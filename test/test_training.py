@@ -35,7 +35,7 @@ from mmdrfuse_ros.training.distributed import DistInfo
 from mmdrfuse_ros.training.export import export_onnx, install_default, onnx_max_difference
 from mmdrfuse_ros.training.perceptual import EdgePyramid
 from mmdrfuse_ros.training.stage import StageTrainer, TrainingInterrupted
-from mmdrfuse_ros.training.teacher import TeacherError, TeacherNet, load_teacher
+from mmdrfuse_ros.training.teacher import TeacherError, TeacherNet, load_teacher, save_teacher
 from mmdrfuse_ros.training.trainer import train
 
 REPO = Path(__file__).resolve().parent.parent
@@ -381,13 +381,21 @@ def test_students_table_on_tiny_folders(synth, tmp_path) -> None:
 
     llvip = _numbered(tmp_path / "llvip" / "unlabelled", ["010101", "190001", "200002"])
     torch.save(StudentNet().state_dict(), tmp_path / "published.model")
+    teacher = TeacherNet(0.125)
+    save_teacher(tmp_path / "teacher.pt", teacher, {})
     req = StudentsRequest([synth, llvip], [("ours", default_weights_path())],
                           ["raw", "percentile"], tmp_path / "published.model",
-                          flicker_frames=4)
+                          flicker_frames=4, teachers=[("T", tmp_path / "teacher.pt")])
     text, rows = compare(req)
     labels = [r.label for r in rows]
     assert labels == ["pixel average", "pixel max", "published student, authors' min-max",
-                      "published student, raw", "ours, raw", "ours, percentile"]
+                      "published student, raw", "ours, raw", "ours, percentile", "T, raw",
+                      "T, percentile"]
+    assert rows[-1].params == sum(p.numel() for p in teacher.parameters()) > 113
+    ir, vi = np.full((8, 8), 0.7, np.float32), np.full((8, 8), 0.2, np.float32)
+    with torch.no_grad():
+        expected = teacher(torch.from_numpy(np.stack([ir, vi]))[None])[0, 0].numpy()
+    assert np.allclose(rows[-2].fuse(ir, vi), np.clip(expected, 0.0, 1.0), atol=1e-6)
     assert "llvip/unlabelled only:" in text and "Flicker on" in text
     assert all(set(r.metrics["all"]) == {"EN", "SD", "SF", "MI", "SCD", "VIF", "Qabf", "SSIM"}
                for r in rows)
@@ -405,6 +413,9 @@ def test_students_cli_refuses_bad_input(synth, tmp_path, capsys) -> None:
     assert run_students(bad_mapping) == 2 and "gamma" in capsys.readouterr().err
     bad_student = parser.parse_args(["--data", str(synth), "--student", "no-equals-sign"])
     assert run_students(bad_student) == 2 and "LABEL=PATH" in capsys.readouterr().err
+    not_a_teacher = parser.parse_args(["--data", str(synth), "--flicker-frames", "0",
+                                       "--teacher", f"T={default_weights_path()}"])
+    assert run_students(not_a_teacher) == 2 and "this is a student" in capsys.readouterr().err
     out = tmp_path / "table.md"
     ok = parser.parse_args(["--data", str(synth), "--mappings", "raw", "--flicker-frames", "0",
                             "--out", str(out)])

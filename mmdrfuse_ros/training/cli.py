@@ -246,6 +246,9 @@ def add_students_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--published", type=Path, help="the published student state dict")
     p.add_argument("--student", action="append", default=[], metavar="LABEL=PATH",
                    help="one of our checkpoints (repeat); the shipped student is always scored")
+    p.add_argument("--teacher", action="append", default=[], metavar="LABEL=PATH",
+                   help="a teacher checkpoint, ours or the published layout (repeat): scored "
+                   "like a student, under each mapping (no flicker row)")
     p.add_argument("--mappings", default="raw,minmax,percentile",
                    help="output mappings of our students' rows (raw, minmax, percentile, "
                    "authors-minmax)")
@@ -264,7 +267,8 @@ def run_students(args: argparse.Namespace) -> int:
     from mmdrfuse_ros.training.students import ROW_MAPPINGS, StudentsRequest, compare
 
     given = _labelled_paths(args.student, "--student")
-    if given is None:
+    teachers = _labelled_paths(args.teacher, "--teacher")
+    if given is None or teachers is None:
         return EXIT_INPUT
     students = [("shipped student", default_weights_path()), *given]
     mappings = [m.strip() for m in args.mappings.split(",") if m.strip()]
@@ -274,14 +278,15 @@ def run_students(args: argparse.Namespace) -> int:
 
     def tables() -> tuple[str, str]:
         req = StudentsRequest(args.data, students, mappings, args.published, args.labelled,
-                              args.yolox, args.flicker_frames)
+                              args.yolox, args.flicker_frames, teachers)
         text, rows = compare(req, progress=lambda label: print(f"scored {label}",
                                                                 file=sys.stderr))
         return text, json.dumps([{"label": r.label, "params": r.params, "metrics": r.metrics,
                                   "AP50": r.ap50, "AP50_interval": r.ap50_ci} for r in rows],
                           indent=1)
 
-    inputs = [*args.data, args.published, args.labelled, *(path for _, path in students)]
+    inputs = [*args.data, args.published, args.labelled,
+              *(path for _, path in students + teachers)]
     return _table_command(args, inputs, tables, "table",
                           (TrainingInputError, OutputError, ValueError, OSError))
 

@@ -82,6 +82,23 @@ def net_output(path: Path) -> tuple[FuseFn, int]:
     return net.unclamped, sum(p.numel() for p in net.parameters())
 
 
+def teacher_output(path: Path) -> tuple[FuseFn, int]:
+    """A teacher's unclamped tanh output (ours or the published layout), and its size: the
+    target its students are distilled towards, scored like them."""
+    import torch
+
+    from mmdrfuse_ros.training.teacher import load_teacher
+
+    net, meta = load_teacher(path)
+
+    def fuse(ir01: np.ndarray, vi01: np.ndarray) -> np.ndarray:
+        x = torch.from_numpy(np.stack([ir01, vi01]).astype(np.float32))[None]
+        with torch.inference_mode():
+            return net(x)[0, 0].numpy()
+
+    return fuse, int(meta["parameters"])
+
+
 def mapped(net: FuseFn, mapping: str) -> FuseFn:
     """``net`` followed by an output mapping (each still on its own: no smoothing)."""
     if mapping not in ROW_MAPPINGS:
@@ -101,8 +118,10 @@ def baseline_rows() -> list[Row]:
             Row("pixel max", np.maximum)]
 
 
-def student_rows(label: str, path: Path, mappings: Sequence[str]) -> list[Row]:
-    net, params = net_output(path)
+def student_rows(label: str, path: Path, mappings: Sequence[str],
+                 output: Callable[[Path], tuple[FuseFn, int]] = net_output) -> list[Row]:
+    """One row per output mapping of a checkpoint (``output``: how to load and run it)."""
+    net, params = output(path)
     return [Row(f"{label}, {m}", mapped(net, m), params) for m in mappings]
 
 
@@ -198,6 +217,7 @@ class StudentsRequest:
     labelled: Path | None = None
     yolox: str = ""
     flicker_frames: int = 24
+    teachers: list[tuple[str, Path]] = field(default_factory=list)  # (label, teacher checkpoint)
 
 
 def flicker_table(students: Sequence[tuple[str, Path]], val: ValidationSet, frames: int) -> str:
@@ -236,6 +256,8 @@ def compare(req: StudentsRequest, progress: Callable[[str], None] | None = None
         rows += [reference, Row("published student, raw", mapped(net, "raw"), params)]
     for label, path in req.students:
         rows += student_rows(label, path, req.mappings)
+    for label, path in req.teachers:
+        rows += student_rows(label, path, req.mappings, teacher_output)
     score_metrics(rows, val, progress)
     note = "YOLOX AP not measured: no labelled folder given"
     if req.labelled is not None:
