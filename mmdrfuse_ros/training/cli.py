@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from mmdrfuse_ros.outputs import OutputError, prepare_output, write_result
-from mmdrfuse_ros.training import STAGES, TrainingInputError
+from mmdrfuse_ros.training import PERCEPTUAL_CHOICES, STAGES, TrainingInputError
 
 if TYPE_CHECKING:
     from mmdrfuse_ros.training.config import TrainConfig
@@ -66,6 +66,7 @@ FLAG_KEYS = {
     "lr": ("teacher.lr", "student.lr"),
     "perceptual": "perceptual.network",
     "vgg_weights": "perceptual.vgg_weights",
+    "yolox_model": "perceptual.yolox_model",
     "bank_dtype": "bank.dtype",
     "seed": "run.seed",
     "device": "run.device",
@@ -127,8 +128,10 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--student-epochs", type=int)
     g.add_argument("--batch-size", type=int, help="per process, both stages")
     g.add_argument("--lr", type=float, help="both stages")
-    g.add_argument("--perceptual", choices=("auto", "vgg19", "fallback", "none"))
+    g.add_argument("--perceptual", choices=PERCEPTUAL_CHOICES)
     g.add_argument("--vgg-weights", help="local torchvision vgg19 state dict (nothing downloads)")
+    g.add_argument("--yolox-model", help="YOLOX ONNX file for --perceptual yolox (default: the "
+                   "model the detector finds)")
     g.add_argument("--bank-dtype", choices=("float16", "uint8"))
     g.add_argument("--seed", type=int)
     g.add_argument("--device", help="auto, cpu, cuda or cuda:N")

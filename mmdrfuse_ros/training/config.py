@@ -18,10 +18,10 @@ from typing import Any
 
 import yaml
 
-from mmdrfuse_ros.training import TrainingInputError
+from mmdrfuse_ros.training import PERCEPTUAL_CHOICES, TrainingInputError
 from mmdrfuse_ros.training.bank import BANK_DTYPES
 from mmdrfuse_ros.training.losses import FUSION_TARGETS
-from mmdrfuse_ros.training.perceptual import FALLBACK_GAIN, PERCEPTUAL_CHOICES
+from mmdrfuse_ros.training.perceptual import FALLBACK_GAIN
 
 
 class ConfigError(TrainingInputError):
@@ -72,6 +72,7 @@ class StudentConfig(StageConfig):
 class PerceptualConfig:
     network: str = "auto"  # auto: vgg19 if vgg_weights is given, else the fallback
     vgg_weights: str | None = None
+    yolox_model: str | None = None  # network yolox: this ONNX file (default: the detector's)
     fallback_gain: float = FALLBACK_GAIN  # scales the fallback's features (its MSE by gain^2)
 
 

@@ -30,11 +30,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from mmdrfuse_ros.fusion.model import CheckpointError, _torch_load
-from mmdrfuse_ros.training import TrainingInputError
+from mmdrfuse_ros.training import PERCEPTUAL_CHOICES, TrainingInputError, recorded_path
 
 log = logging.getLogger("mmdrfuse_ros.training")
 
-PERCEPTUAL_CHOICES = ("auto", "vgg19", "fallback", "none")
 #: conv widths of VGG19's ``features``; "M" is a 2x2 max pool.
 _VGG19_LAYOUT = (64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M",
                  512, 512, 512, 512, "M", 512, 512, 512, 512)
@@ -176,6 +175,36 @@ class EdgePyramid(FeatureNet):
         return out
 
 
+class YoloxFeatures(FeatureNet):
+    """The five backbone stages (strides 2..32) of a COCO-trained YOLOX ONNX file.
+
+    A real pretrained network that is on disk where VGG19 is not: the detector the nodes run.
+    Grey images become its BGR 0..255 input (all three channels equal); no other scaling.
+    """
+
+    kind = "yolox"
+
+    def __init__(self, model: str | Path) -> None:
+        super().__init__()
+        from mmdrfuse_ros.detection.onnx_torch import (
+            OnnxGraphError,
+            OnnxGraphModule,
+            yolox_stage_outputs,
+        )
+
+        try:
+            self.graph = OnnxGraphModule(model, yolox_stage_outputs(model))
+        except (OnnxGraphError, OSError) as exc:
+            raise PerceptualError(f"perceptual network 'yolox': {exc}") from None
+        self.description = f"YOLOX backbone stages from {recorded_path(model)}"
+        self.requires_grad_(False)
+
+    def stages(self, x: torch.Tensor) -> list[torch.Tensor]:
+        if x.shape[1] == 1:
+            x = x.expand(-1, 3, -1, -1)
+        return self.graph(x * 255.0)
+
+
 class NoFeatures(FeatureNet):
     """No perceptual network: the perceptual term is dropped, memory terms keep pixel parts."""
 
@@ -186,28 +215,47 @@ class NoFeatures(FeatureNet):
         return []
 
 
+def _yolox_model(path: str | Path | None) -> Path:
+    """The YOLOX file for the ``yolox`` network: ``path``, else the detector's own search."""
+    from mmdrfuse_ros.detection.models import FETCH_COMMAND, find_model
+
+    found = find_model(path or "")
+    if found is None or not found.is_file():
+        where = f"{found} does not exist" if found else "none found where the detector looks"
+        raise PerceptualError(
+            f"perceptual network 'yolox' needs a YOLOX ONNX file ({where}): pass --yolox-model "
+            f"PATH, or get YOLOX-Nano with `{FETCH_COMMAND}`")
+    return found
+
+
 def build_feature_net(choice: str = "auto", vgg_weights: str | Path | None = None,
-                      fallback_gain: float = FALLBACK_GAIN) -> FeatureNet:
+                      fallback_gain: float = FALLBACK_GAIN,
+                      yolox_model: str | Path | None = None) -> FeatureNet:
     """Resolve the perceptual network and say loudly which one is used.
 
     ``auto`` means VGG19 with the given weights if ``vgg_weights`` is set, else the fallback.
     ``vgg19`` without weights is refused: random VGG features are not the published loss.
+    ``yolox``: the backbone of ``yolox_model`` (default: the model the detector finds).
     """
     if choice not in PERCEPTUAL_CHOICES:
         raise PerceptualError(f"perceptual network {choice!r}: choose one of {PERCEPTUAL_CHOICES}")
     if choice == "auto":
         choice = "vgg19" if vgg_weights else "fallback"
+    if vgg_weights and choice != "vgg19":
+        raise PerceptualError(f"--vgg-weights given but perceptual network is {choice!r}")
+    if yolox_model and choice != "yolox":
+        raise PerceptualError(f"--yolox-model given but perceptual network is {choice!r}")
     if choice == "vgg19":
         if not vgg_weights:
             raise PerceptualError(
                 "perceptual network 'vgg19' needs --vgg-weights PATH (a torchvision vgg19 state "
-                "dict); nothing is downloaded. Use 'fallback' or 'none' otherwise."
+                "dict); nothing is downloaded. Use 'yolox', 'fallback' or 'none' otherwise."
             )
         net: FeatureNet = VGG19Features()
         net.load_torchvision(vgg_weights)
+    elif choice == "yolox":
+        net = YoloxFeatures(_yolox_model(yolox_model))
     elif choice == "fallback":
-        if vgg_weights:
-            raise PerceptualError("--vgg-weights given but perceptual network is 'fallback'")
         net = EdgePyramid(gain=fallback_gain)
         log.warning(
             "PERCEPTUAL LOSS USES THE FALLBACK NETWORK, NOT IMAGENET VGG19: %s. Pass "
@@ -217,6 +265,6 @@ def build_feature_net(choice: str = "auto", vgg_weights: str | Path | None = Non
     else:
         net = NoFeatures()
         log.warning("PERCEPTUAL LOSS DISABLED (network 'none'); all other terms are kept")
-    if net.kind == "vgg19":
+    if net.kind in ("vgg19", "yolox"):
         log.info("perceptual network: %s", net.description)
     return net.eval().requires_grad_(False)

@@ -65,7 +65,7 @@ def train(cfg: TrainConfig, data_dir: str | Path | list[str | Path], out_dir: st
     stages = _stages(stage, teacher_path, out, resume, overwrite)
     # everything that can be wrong, before any training
     features = build_feature_net(cfg.perceptual.network, cfg.perceptual.vgg_weights,
-                                 cfg.perceptual.fallback_gain)
+                                 cfg.perceptual.fallback_gain, cfg.perceptual.yolox_model)
     teacher, teacher_meta = _given_teacher(cfg, stages, teacher_path, out)
     data = prepare_data(data_dir, cfg)
 
