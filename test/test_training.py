@@ -214,6 +214,24 @@ def test_resume_gives_the_same_weights_as_an_uninterrupted_run(synth, tmp_path) 
     assert ckpt.meta["data"]["val_pairs"] == 1
 
 
+def test_students_train_with_the_yolox_perceptual_network(synth, tmp_path) -> None:
+    pytest.importorskip("onnx")
+    from onnx_helpers import tiny_yolox
+
+    model, _ = tiny_yolox(tmp_path / "yolox.onnx")
+    cfg = tiny_config()
+    merge(cfg, {"perceptual": {"network": "yolox", "yolox_model": str(model)},
+                "student": {"epochs": 1}})
+    summary = train(cfg, synth, tmp_path / "run")
+    assert summary["perceptual"]["network"] == "yolox"
+    steps = (tmp_path / "run" / "student" / "steps.csv").read_text().splitlines()
+    column = steps[0].split(",").index("perceptual")
+    assert all(float(row.split(",")[column]) > 0 for row in steps[1:])
+    meta = load_checkpoint(tmp_path / "run" / "student" / "student.pt").meta
+    assert meta["training"]["perceptual"]["network"] == "yolox"
+    assert str(tmp_path) not in json.dumps(meta)  # the model is recorded by name, not path
+
+
 def test_onnx_export_matches_torch(tmp_path) -> None:
     torch.manual_seed(0)
     net = StudentNet()
@@ -274,6 +292,8 @@ def test_cli_refuses_bad_input_before_training(synth, tmp_path, capsys) -> None:
         (["--data", str(synth), "--set", "teacher.epocs=1"], "unknown setting"),
         (["--data", str(synth), "--preset", "nope"], "preset 'nope' not found"),
         (["--data", str(synth), "--perceptual", "vgg19"], "needs --vgg-weights"),
+        (["--data", str(synth), "--perceptual", "yolox", "--yolox-model",
+          str(tmp_path / "none.onnx")], "does not exist"),
     ]
     busy = tmp_path / "busy"
     (busy / "teacher").mkdir(parents=True)
