@@ -35,7 +35,13 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from fusion_frontier import FOLDERS, LABELLED, PUBLISHED, YOLOX, tone_student  # noqa: E402
+from fusion_frontier import (  # noqa: E402
+    FOLDERS,
+    YOLOX,
+    score_against_published,
+    shared_present,
+    tone_student,
+)
 
 from mmdrfuse_ros.detection.onnx_torch import OnnxGraphModule  # noqa: E402
 from mmdrfuse_ros.fusion.model import StudentNet  # noqa: E402
@@ -125,9 +131,7 @@ def main() -> int:
     parser.add_argument("--lr", type=float, default=5e-3)
     parser.add_argument("--out", type=Path, help="write the Markdown table here too")
     args = parser.parse_args()
-    missing = [p for p in (*FOLDERS, PUBLISHED, LABELLED, YOLOX) if not p.exists()]
-    if missing:
-        print(f"needs ../shared: missing {', '.join(map(str, missing))}", file=sys.stderr)
+    if not shared_present():
         return 2
     torch.set_num_threads(1)
     begin = time.perf_counter()
@@ -137,18 +141,11 @@ def main() -> int:
     nets = {"start: tone student (hand-set, 8/8)": start}
     for anchor in args.anchor:
         nets[f"tuned, anchor {anchor:g}"] = tune(start, items, score, anchor, args.steps, args.lr)
-    val = S.validation_set(FOLDERS)
-    net, params = S.net_output(PUBLISHED)
-    reference = S.Row("published student, authors' min-max", S.mapped(net, "authors-minmax"),
-                      params)
     rows = [S.Row(label, S.mapped(n.unclamped, "authors-minmax"), 113)
             for label, n in nets.items()]
-    S.score_metrics([reference, *rows], val)
-    note = S.score_ap([reference, *rows], LABELLED, str(YOLOX))
+    _, (head, table) = score_against_published(rows)
     text = (f"Tuned on {len(items)} training frames, {args.steps} steps of 2 frames, Adam "
-            f"{args.lr:g}; validation: {len(val.names)} held-out pairs; AP: {note}; "
-            f"{time.perf_counter() - begin:.0f} s.\n\n"
-            + S.markdown([reference, *rows], "all", reference))
+            f"{args.lr:g}. {head}; {time.perf_counter() - begin:.0f} s.\n\n{table}")
     print(text)
     if args.out:
         args.out.write_text(text)

@@ -140,6 +140,27 @@ def rules() -> dict[str, S.FuseFn]:
     return table
 
 
+def shared_present() -> bool:
+    """Whether the data and models these benchmarks read are in ../shared (says what is not)."""
+    missing = [p for p in (*FOLDERS, PUBLISHED, LABELLED, YOLOX) if not p.exists()]
+    if missing:
+        print(f"needs ../shared: missing {', '.join(map(str, missing))}", file=sys.stderr)
+    return not missing
+
+
+def score_against_published(rows: list[S.Row]) -> tuple[S.Row, tuple[str, str]]:
+    """Score ``rows`` and the published student (authors' min-max) as ``mmdrfuse students``
+    does; returns the reference row and (what was measured, the Markdown table)."""
+    val = S.validation_set(FOLDERS)
+    net, params = S.net_output(PUBLISHED)
+    reference = S.Row("published student, authors' min-max", S.mapped(net, "authors-minmax"),
+                      params)
+    S.score_metrics([reference, *rows], val)
+    note = S.score_ap([reference, *rows], LABELLED, str(YOLOX))
+    head = f"Validation: {len(val.names)} held-out pairs ({val.describe()}); AP: {note}"
+    return reference, (head, S.markdown([reference, *rows], "all", reference))
+
+
 def _kind(row: S.Row) -> str:
     if row.label.startswith("built:"):
         return "built"
@@ -186,25 +207,16 @@ def main() -> int:
     parser.add_argument("--plot", type=Path, help="scatter plot: AP against metric wins")
     parser.add_argument("--student", action="append", default=[], metavar="LABEL=PATH")
     args = parser.parse_args()
-    missing = [p for p in (*FOLDERS, PUBLISHED, LABELLED, YOLOX) if not p.exists()]
-    if missing:
-        print(f"needs ../shared: missing {', '.join(map(str, missing))}", file=sys.stderr)
+    if not shared_present():
         return 2
     torch.set_num_threads(1)
     start = time.perf_counter()
-    val = S.validation_set(FOLDERS)
-    net, params = S.net_output(PUBLISHED)
-    reference = S.Row("published student, authors' min-max", S.mapped(net, "authors-minmax"),
-                      params)
     rows = [S.Row(label, fuse) for label, fuse in rules().items()] + built_rows()
     for spec in args.student:
         label, _, path = spec.partition("=")
         rows += S.student_rows(label, Path(path), ["minmax"])
-    S.score_metrics([reference, *rows], val)
-    note = S.score_ap([reference, *rows], LABELLED, str(YOLOX))
-    text = (f"Validation: {len(val.names)} held-out pairs ({val.describe()}); AP: {note}; "
-            f"{time.perf_counter() - start:.0f} s.\n\n"
-            + S.markdown([reference, *rows], "all", reference))
+    reference, table = score_against_published(rows)
+    text = f"{table[0]}; {time.perf_counter() - start:.0f} s.\n\n{table[1]}"
     print(text)
     if args.out:
         args.out.write_text(text)
