@@ -74,6 +74,7 @@ def test_yolox_perceptual_network_from_a_file(tmp_path, monkeypatch) -> None:
     path, _ = tiny_yolox(tmp_path / "tiny.onnx")
     net = build_feature_net("yolox", yolox_model=path)
     assert net.kind == "yolox" and "YOLOX backbone" in net.description
+    assert build_feature_net("auto", yolox_model=path).kind == "yolox"
     x = torch.rand(2, 1, 64, 64, requires_grad=True)
     feats = net(x)
     assert len(feats) == 5 and feats[0].shape[:2] == (2, 4)

@@ -6,7 +6,8 @@ from pathlib import Path
 
 #: what ``--stage`` may name: one stage, or the teacher then the student.
 STAGES = ("teacher", "student", "both")
-#: the perceptual networks (training/perceptual.py); ``auto``: vgg19 with weights, else fallback.
+#: the perceptual networks (training/perceptual.py); ``auto``: vgg19 with --vgg-weights, yolox
+#: with --yolox-model, else the fallback.
 PERCEPTUAL_CHOICES = ("auto", "vgg19", "yolox", "fallback", "none")
 
 

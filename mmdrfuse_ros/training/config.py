@@ -70,7 +70,7 @@ class StudentConfig(StageConfig):
 
 @dataclass
 class PerceptualConfig:
-    network: str = "auto"  # auto: vgg19 if vgg_weights is given, else the fallback
+    network: str = "auto"  # auto: vgg19 with vgg_weights, yolox with yolox_model, else fallback
     vgg_weights: str | None = None
     yolox_model: str | None = None  # network yolox: this ONNX file (default: the detector's)
     fallback_gain: float = FALLBACK_GAIN  # scales the fallback's features (its MSE by gain^2)

@@ -233,14 +233,15 @@ def build_feature_net(choice: str = "auto", vgg_weights: str | Path | None = Non
                       yolox_model: str | Path | None = None) -> FeatureNet:
     """Resolve the perceptual network and say loudly which one is used.
 
-    ``auto`` means VGG19 with the given weights if ``vgg_weights`` is set, else the fallback.
-    ``vgg19`` without weights is refused: random VGG features are not the published loss.
-    ``yolox``: the backbone of ``yolox_model`` (default: the model the detector finds).
+    ``auto`` means VGG19 with the given weights if ``vgg_weights`` is set, YOLOX if
+    ``yolox_model`` is, else the fallback. ``vgg19`` without weights is refused: random VGG
+    features are not the published loss. ``yolox``: the backbone of ``yolox_model`` (default:
+    the model the detector finds).
     """
     if choice not in PERCEPTUAL_CHOICES:
         raise PerceptualError(f"perceptual network {choice!r}: choose one of {PERCEPTUAL_CHOICES}")
     if choice == "auto":
-        choice = "vgg19" if vgg_weights else "fallback"
+        choice = "vgg19" if vgg_weights else "yolox" if yolox_model else "fallback"
     if vgg_weights and choice != "vgg19":
         raise PerceptualError(f"--vgg-weights given but perceptual network is {choice!r}")
     if yolox_model and choice != "yolox":
