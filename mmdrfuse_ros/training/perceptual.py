@@ -14,6 +14,9 @@ normalisation. ImageNet weights cannot be downloaded by this package, so:
   of the two sources, which is what the VGG term does in practice. It costs a few dozen MACs per
   pixel instead of VGG19's ~20 GMAC per 224x224 image. ``README.md`` shows what it buys against
   dropping the term.
+* ``yolox``: the five backbone stages of the COCO-trained YOLOX ONNX file the detector runs
+  (``--yolox-model``), on PyTorch operators (:mod:`mmdrfuse_ros.detection.onnx_torch`): a real
+  pretrained network that is on disk where VGG19 is not.
 * ``none``: no perceptual term; the memory terms keep their pixel parts (L1, Laplacian).
 
 Whichever is used is logged loudly and written into the checkpoint metadata.
