@@ -11,6 +11,7 @@ Only the nodes that the requested outputs depend on are run.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -89,9 +90,19 @@ OPS: dict[str, Callable[[list[Any], dict[str, Any]], torch.Tensor]] = {
 }
 
 
-def read_graph(path: str | Path) -> tuple[dict[str, torch.Tensor], list[Node], str, list[str]]:
-    """(constants, nodes, input name, output names) of an ONNX file; OnnxGraphError if it cannot
-    be read."""
+@dataclass
+class OnnxGraph:
+    """An ONNX file read once: its constants, nodes in graph order, image input and outputs."""
+
+    path: str
+    constants: dict[str, torch.Tensor]
+    nodes: list[Node]
+    input_name: str
+    outputs: list[str]
+
+
+def read_graph(path: str | Path) -> OnnxGraph:
+    """The graph of an ONNX file; OnnxGraphError if it cannot be read."""
     import onnx
     from onnx import numpy_helper
 
@@ -112,7 +123,7 @@ def read_graph(path: str | Path) -> tuple[dict[str, torch.Tensor], list[Node], s
     inputs = [i.name for i in graph.input if i.name not in constants]
     if len(inputs) != 1:
         raise OnnxGraphError(f"{path}: expected one image input, found {inputs}")
-    return constants, nodes, inputs[0], [o.name for o in graph.output]
+    return OnnxGraph(str(path), constants, nodes, inputs[0], [o.name for o in graph.output])
 
 
 def _needed(nodes: Sequence[Node], outputs: Sequence[str]) -> list[Node]:
@@ -128,26 +139,29 @@ def _needed(nodes: Sequence[Node], outputs: Sequence[str]) -> list[Node]:
 class OnnxGraphModule(nn.Module):
     """``forward(x) -> [tensor per requested output]``: the ONNX graph on PyTorch operators.
 
-    ``outputs``: the tensor names to return (default: the graph's own outputs). The weights are
-    buffers, frozen: the module is a fixed function of its input.
+    ``graph``: an ONNX file's path or its :func:`read_graph`. ``outputs``: the tensor names to
+    return (default: the graph's own outputs). The weights are buffers, frozen: the module is a
+    fixed function of its input.
     """
 
-    def __init__(self, path: str | Path, outputs: Sequence[str] | None = None) -> None:
+    def __init__(self, graph: str | Path | OnnxGraph,
+                 outputs: Sequence[str] | None = None) -> None:
         super().__init__()
-        constants, nodes, self.input_name, graph_outputs = read_graph(path)
-        self.outputs = list(outputs or graph_outputs)
-        produced = {o for n in nodes for o in n[2]} | set(constants) | {self.input_name}
+        g = graph if isinstance(graph, OnnxGraph) else read_graph(graph)
+        self.input_name = g.input_name
+        self.outputs = list(outputs or g.outputs)
+        produced = {o for n in g.nodes for o in n[2]} | set(g.constants) | {self.input_name}
         missing = [o for o in self.outputs if o not in produced]
         if missing:
-            raise OnnxGraphError(f"{path}: no tensor named {missing} in the graph")
-        self.nodes = _needed(nodes, self.outputs)
+            raise OnnxGraphError(f"{g.path}: no tensor named {missing} in the graph")
+        self.nodes = _needed(g.nodes, self.outputs)
         unknown = sorted({n[0] for n in self.nodes} - set(OPS))
         if unknown:
-            raise OnnxGraphError(f"{path}: operator(s) {unknown} are not supported "
+            raise OnnxGraphError(f"{g.path}: operator(s) {unknown} are not supported "
                                  f"(supported: {sorted(OPS)})")
         used = {i for n in self.nodes for i in n[1]}
         self._names: dict[str, str] = {}
-        for i, (name, tensor) in enumerate(constants.items()):
+        for i, (name, tensor) in enumerate(g.constants.items()):
             if name in used:
                 self._names[name] = f"c{i}"
                 self.register_buffer(f"c{i}", tensor, persistent=False)
@@ -160,14 +174,15 @@ class OnnxGraphModule(nn.Module):
         return [env[o] for o in self.outputs]
 
 
-def yolox_stage_outputs(path: str | Path) -> list[str]:
+def yolox_stage_outputs(graph: str | Path | OnnxGraph) -> list[str]:
     """The names of the five backbone stage outputs of a YOLOX export (strides 2 to 32).
 
     Strides 2, 4, 8, 16: the inputs of the first four stride-2 convolutions (the stem's output
     and ``dark2``..``dark4``). Stride 32 (``dark5``): the input of the convolution whose
     activation the first upsampling of the neck takes (YOLOX's ``lateral_conv0``).
     """
-    _, nodes, _, _ = read_graph(path)
+    g = graph if isinstance(graph, OnnxGraph) else read_graph(graph)
+    nodes, path = g.nodes, g.path
     producer = {out: node for node in nodes for out in node[2]}
     strided = [n[1][0] for n in nodes
                if n[0] == "Conv" and list(n[3].get("strides", [1, 1])) == [2, 2]]

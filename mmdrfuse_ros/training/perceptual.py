@@ -192,11 +192,13 @@ class YoloxFeatures(FeatureNet):
         from mmdrfuse_ros.detection.onnx_torch import (
             OnnxGraphError,
             OnnxGraphModule,
+            read_graph,
             yolox_stage_outputs,
         )
 
         try:
-            self.graph = OnnxGraphModule(model, yolox_stage_outputs(model))
+            graph = read_graph(model)
+            self.graph = OnnxGraphModule(graph, yolox_stage_outputs(graph))
         except (OnnxGraphError, OSError) as exc:
             raise PerceptualError(f"perceptual network 'yolox': {exc}") from None
         self.description = f"YOLOX backbone stages from {recorded_path(model)}"
