@@ -148,7 +148,7 @@ def shared_present() -> bool:
     return not missing
 
 
-def score_against_published(rows: list[S.Row]) -> tuple[S.Row, tuple[str, str]]:
+def score_against_published(rows: list[S.Row]) -> tuple[S.Row, str, str]:
     """Score ``rows`` and the published student (authors' min-max) as ``mmdrfuse students``
     does; returns the reference row and (what was measured, the Markdown table)."""
     val = S.validation_set(FOLDERS)
@@ -158,7 +158,7 @@ def score_against_published(rows: list[S.Row]) -> tuple[S.Row, tuple[str, str]]:
     S.score_metrics([reference, *rows], val)
     note = S.score_ap([reference, *rows], LABELLED, str(YOLOX))
     head = f"Validation: {len(val.names)} held-out pairs ({val.describe()}); AP: {note}"
-    return reference, (head, S.markdown([reference, *rows], "all", reference))
+    return reference, head, S.markdown([reference, *rows], "all", reference)
 
 
 def _kind(row: S.Row) -> str:
@@ -215,8 +215,8 @@ def main() -> int:
     for spec in args.student:
         label, _, path = spec.partition("=")
         rows += S.student_rows(label, Path(path), ["minmax"])
-    reference, table = score_against_published(rows)
-    text = f"{table[0]}; {time.perf_counter() - start:.0f} s.\n\n{table[1]}"
+    reference, head, table = score_against_published(rows)
+    text = f"{head}; {time.perf_counter() - start:.0f} s.\n\n{table}"
     print(text)
     if args.out:
         args.out.write_text(text)
