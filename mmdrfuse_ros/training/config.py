@@ -20,6 +20,7 @@ import yaml
 
 from mmdrfuse_ros.training import PERCEPTUAL_CHOICES, TrainingInputError
 from mmdrfuse_ros.training.bank import BANK_DTYPES
+from mmdrfuse_ros.training.cache import CACHE_DTYPES
 from mmdrfuse_ros.training.losses import FUSION_TARGETS
 from mmdrfuse_ros.training.perceptual import FALLBACK_GAIN
 
@@ -82,6 +83,14 @@ class BankConfig:
 
 
 @dataclass
+class CacheConfig:
+    """Frozen networks' per-patch outputs computed once (training/cache.py)."""
+
+    enabled: bool = True  # used when data.flips is off (a flip changes what the networks say)
+    dtype: str = "float16"  # float32: bit-for-bit the uncached loss; float16: half the disk
+
+
+@dataclass
 class RunConfig:
     seed: int = 42
     device: str = "auto"  # auto | cpu | cuda | cuda:N (under torchrun: the local rank's GPU)
@@ -100,6 +109,7 @@ class TrainConfig:
     student: StudentConfig = field(default_factory=StudentConfig)
     perceptual: PerceptualConfig = field(default_factory=PerceptualConfig)
     bank: BankConfig = field(default_factory=BankConfig)
+    cache: CacheConfig = field(default_factory=CacheConfig)
     run: RunConfig = field(default_factory=RunConfig)
 
     def to_dict(self) -> dict[str, Any]:
@@ -130,6 +140,7 @@ class TrainConfig:
                f"perceptual.network must be one of {PERCEPTUAL_CHOICES}")
         _check(self.perceptual.fallback_gain > 0, "perceptual.fallback_gain must be > 0")
         _check(self.bank.dtype in BANK_DTYPES, f"bank.dtype must be one of {BANK_DTYPES}")
+        _check(self.cache.dtype in CACHE_DTYPES, f"cache.dtype must be one of {CACHE_DTYPES}")
         _check(r.val_every >= 1, "run.val_every must be >= 1")
         _check(r.checkpoint_every >= 0, "run.checkpoint_every must be >= 0")
         _check(r.threads is None or r.threads >= 1, "run.threads must be >= 1")

@@ -76,17 +76,35 @@ def gradient_loss(fused: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return F.mse_loss(laplacian(fused), laplacian(target)) / GRADIENT_DIVISOR
 
 
+def perceptual_targets(ir_feats: Sequence[torch.Tensor],
+                       vis_feats: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+    """max(phi(IR), phi(VIS)) per stage: what the fused image's features are pulled to
+    (fixed per patch, so training caches it: training/cache.py)."""
+    return [torch.maximum(a, b) for a, b in zip(ir_feats, vis_feats, strict=True)]
+
+
+def perceptual_loss_to(fused_feats: Sequence[torch.Tensor],
+                       targets: Sequence[torch.Tensor]) -> torch.Tensor:
+    """Mean over stages of MSE(phi(F), target)."""
+    if not fused_feats:
+        raise ValueError("perceptual_loss needs at least one feature stage")
+    terms = [F.mse_loss(f, t) for f, t in zip(fused_feats, targets, strict=True)]
+    return torch.stack(terms).mean()
+
+
 def perceptual_loss(
     fused_feats: Sequence[torch.Tensor],
     ir_feats: Sequence[torch.Tensor],
     vis_feats: Sequence[torch.Tensor],
 ) -> torch.Tensor:
     """Mean over stages of MSE(phi(F), max(phi(IR), phi(VIS)))."""
-    if not fused_feats:
-        raise ValueError("perceptual_loss needs at least one feature stage")
-    triples = zip(fused_feats, ir_feats, vis_feats, strict=True)
-    terms = [F.mse_loss(f, torch.maximum(a, b)) for f, a, b in triples]
-    return torch.stack(terms).mean()
+    return perceptual_loss_to(fused_feats, perceptual_targets(ir_feats, vis_feats))
+
+
+def distill_maps(features: torch.Tensor, output: torch.Tensor) -> list[torch.Tensor]:
+    """The two tensors digestible distillation compares, summed over channels (``[B,1,H,W]``):
+    all :func:`distillation_loss` uses of a teacher, so training caches these."""
+    return [features.sum(dim=1, keepdim=True), output.sum(dim=1, keepdim=True)]
 
 
 def _unit_map(x: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:

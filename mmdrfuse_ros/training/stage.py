@@ -29,6 +29,7 @@ from mmdrfuse_ros.fusion.model import StudentNet, count_parameters
 from mmdrfuse_ros.metrics import VALIDATION_METRICS
 from mmdrfuse_ros.training import losses
 from mmdrfuse_ros.training.bank import KINDS, HistoryBank
+from mmdrfuse_ros.training.cache import PatchCache, network_key, open_or_fill, patches_key
 from mmdrfuse_ros.training.config import StageConfig, StudentConfig, TeacherConfig, TrainConfig
 from mmdrfuse_ros.training.data import PreparedData, apply_flips, epoch_plan
 from mmdrfuse_ros.training.distributed import DistInfo
@@ -109,6 +110,8 @@ class StageTrainer:
         self.model = wrapped
         self.optimizer = torch.optim.Adam(self.net.parameters(), lr=self.scfg.lr)
         self.bank: HistoryBank | None = None
+        self.perceptual_cache: PatchCache | None = None
+        self.teacher_cache: PatchCache | None = None
         self.epoch = 0
         self.step_in_epoch = 0
         self.global_step = 0
@@ -135,6 +138,34 @@ class StageTrainer:
                 HistoryBank(self.bank_dir, *args, create=True)
         self.dist.barrier()
         self.bank = HistoryBank(self.bank_dir, *args, create=False)
+
+    def _open_caches(self) -> None:
+        """Per-patch outputs of the frozen networks, computed once (training/cache.py)."""
+        c = self.cfg.cache
+        if not c.enabled or self.cfg.data.flips:
+            if c.enabled:
+                log.info("%s: no cache (data.flips: a flip changes what the networks say)",
+                         self.stage)
+            return
+        directory = self.dir.parent / "cache"
+        patches = patches_key(self.data.patches)
+        common = dict(patches=self.data.patches, dtype=c.dtype, device=self.device,
+                      main=self.dist.main, barrier=self.dist.barrier)
+        if self.scfg.w_perceptual > 0 and self.features.kind != "none":
+            def perceptual(ir: torch.Tensor, vi: torch.Tensor) -> list[torch.Tensor]:
+                return losses.perceptual_targets(self.features(ir), self.features(vi))
+            key = patches + network_key(self.features, self.features.kind)
+            self.perceptual_cache = open_or_fill(directory, "perceptual", key, compute=perceptual,
+                                                 **common)
+        if self.distilling:
+            teacher = self.teacher
+            assert teacher is not None
+
+            def teacher_maps(ir: torch.Tensor, vi: torch.Tensor) -> list[torch.Tensor]:
+                return losses.distill_maps(*teacher.forward_with_features(torch.cat([ir, vi], 1)))
+            key = patches + network_key(teacher, "teacher")
+            self.teacher_cache = open_or_fill(directory, "teacher", key, compute=teacher_maps,
+                                              **common)
 
     def _save_state(self) -> None:
         """Checkpoint everything a resume needs; rank 0 only, after all ranks reach it."""
@@ -192,14 +223,11 @@ class StageTrainer:
         weights = {"intensity": s.w_intensity, "gradient": s.w_gradient}
         out_feats = self.features(out) if (s.w_perceptual > 0 or s.refresh) else []
         if s.w_perceptual > 0 and out_feats:
-            with torch.no_grad():
-                ir_feats, vi_feats = self.features(ir), self.features(vi)
-            terms["perceptual"] = losses.perceptual_loss(out_feats, ir_feats, vi_feats)
+            targets = self._perceptual_targets(idx, ir, vi)
+            terms["perceptual"] = losses.perceptual_loss_to(out_feats, targets)
             weights["perceptual"] = s.w_perceptual
         if self.distilling:
-            with torch.no_grad():
-                t_feats, t_out = self.teacher.forward_with_features(x)
-            terms["distill"] = losses.distillation_loss([feats, out], [t_feats, t_out])
+            terms["distill"] = losses.distillation_loss([feats, out], self._teacher_maps(idx, x))
             weights["distill"] = self.cfg.student.w_distill
         counts: dict[str, float] = {}
         if self.bank is not None:
@@ -214,6 +242,20 @@ class StageTrainer:
         row["total"] = float(total.detach())
         row.update(counts)
         return row
+
+    def _perceptual_targets(self, idx: np.ndarray, ir: torch.Tensor, vi: torch.Tensor
+                            ) -> list[torch.Tensor]:
+        if self.perceptual_cache is not None:
+            return self.perceptual_cache.read(idx, self.device)
+        with torch.no_grad():
+            return losses.perceptual_targets(self.features(ir), self.features(vi))
+
+    def _teacher_maps(self, idx: np.ndarray, x: torch.Tensor) -> list[torch.Tensor]:
+        if self.teacher_cache is not None:
+            return self.teacher_cache.read(idx, self.device)
+        assert self.teacher is not None
+        with torch.no_grad():
+            return losses.distill_maps(*self.teacher.forward_with_features(x))
 
     def _refresh(self, idx: np.ndarray, hflip: np.ndarray, vflip: np.ndarray, ir: torch.Tensor,
                  vi: torch.Tensor, out: torch.Tensor, out_feats: list[torch.Tensor],
@@ -257,6 +299,7 @@ class StageTrainer:
         if resume:
             self._load_state()
         self._open_bank(resume)
+        self._open_caches()
         s = self.scfg
         n = len(self.data.patches)
         per_step = s.batch_size * self.dist.world
