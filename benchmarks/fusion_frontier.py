@@ -36,6 +36,7 @@ from mmdrfuse_ros.fusion.model import StudentNet, load_checkpoint  # noqa: E402
 from mmdrfuse_ros.fusion.output import map_output  # noqa: E402
 from mmdrfuse_ros.training import losses  # noqa: E402
 from mmdrfuse_ros.training import students as S  # noqa: E402
+from mmdrfuse_ros.training.priors import tone_student  # noqa: E402
 
 SHARED = ROOT.parent / "shared"
 FOLDERS = [SHARED / "data" / "roadscene", SHARED / "data" / "llvip" / "unlabelled"]
@@ -58,39 +59,6 @@ def target_rule(kind: str, ir_gamma: float, vis_gamma: float) -> S.FuseFn:
 def max_plus_min(weight: float) -> S.FuseFn:
     """max + weight * min of the sources, min-max stretched: between max and the sum."""
     return lambda ir, vi: map_output(np.maximum(ir, vi) + weight * np.minimum(ir, vi), "minmax")
-
-
-RING = np.array([[1, 1, 1], [1, 0, 1], [1, 1, 1]], np.float32) / 8
-#: a relief (emboss) kernel: the left-right difference, as in the shipped student's first layer
-RELIEF = np.array([[1, 0, -1], [1, 0, -1], [1, 0, -1]], np.float32) / 3
-
-
-def tone_student(hot: float, relief: float = 0.0, *, threshold: float = 0.5, lift: float = 0.3,
-                 knee: float = 0.3, max_weight: float = 0.5, sharpen: float = 0.3,
-                 vis_weight: float = 0.8, gain: float = 0.7) -> StudentNet:
-    """A 113-parameter student whose weights are set by hand to a tone rule it represents
-    exactly, to show what the architecture can reach (not trained, never shipped).
-
-    With a = IR and b = VIS, the four ReLU units are
-    ``u1 = (1 - hot) a + vis_weight (1 + lift) b`` (both sources, added),
-    ``u2 = relu(a - threshold)`` (hot objects above the warm background),
-    ``u3 = relu(b - knee)`` (where the lift of dark visible detail ends),
-    ``u4 = relu(a - b)`` (max(a, b) = b + u4, for MI);
-    the output is ``tanh(gain * K * x)`` with ``x = u1 + hot/(1 - threshold) u2 -
-    vis_weight lift u3 + max_weight u4`` and K a 3x3 sharpening (plus ``relief`` x RELIEF).
-    """
-    net = StudentNet()
-    w1 = np.zeros((4, 2, 3, 3), np.float32)
-    w1[:, :, 1, 1] = [[1 - hot, vis_weight * (1 + lift)], [1, 0], [0, 1], [1, -1]]
-    coef = np.array([1, hot / (1 - threshold), -vis_weight * lift, max_weight], np.float32)
-    kernel = -sharpen * RING + relief * RELIEF
-    kernel[1, 1] += 1 + sharpen
-    with torch.no_grad():
-        net.conv1[1].weight.copy_(torch.from_numpy(w1))
-        net.conv1[1].bias.copy_(torch.tensor([0, -threshold, -knee, 0], dtype=torch.float32))
-        net.conv2[1].weight.copy_(torch.from_numpy(gain * coef[None, :, None, None] * kernel))
-        net.conv2[1].bias.zero_()
-    return net.eval()
 
 
 def pixelwise_part(net: StudentNet, size: int = 65) -> S.FuseFn:

@@ -99,6 +99,7 @@ class OnnxGraph:
     nodes: list[Node]
     input_name: str
     outputs: list[str]
+    input_shape: tuple[int, ...] = ()  # as declared (0 where a dimension is dynamic)
 
 
 def read_graph(path: str | Path) -> OnnxGraph:
@@ -123,7 +124,9 @@ def read_graph(path: str | Path) -> OnnxGraph:
     inputs = [i.name for i in graph.input if i.name not in constants]
     if len(inputs) != 1:
         raise OnnxGraphError(f"{path}: expected one image input, found {inputs}")
-    return OnnxGraph(str(path), constants, nodes, inputs[0], [o.name for o in graph.output])
+    declared = next(i for i in graph.input if i.name == inputs[0])
+    shape = tuple(d.dim_value for d in declared.type.tensor_type.shape.dim)
+    return OnnxGraph(str(path), constants, nodes, inputs[0], [o.name for o in graph.output], shape)
 
 
 def _needed(nodes: Sequence[Node], outputs: Sequence[str]) -> list[Node]:

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-#: what ``--stage`` may name: one stage, or the teacher then the student.
-STAGES = ("teacher", "student", "both")
+#: what ``--stage`` may name: one stage, or all of them in order (``both``: the teacher, the
+#: student, then the task stage when ``task.steps`` > 0).
+STAGES = ("teacher", "student", "task", "both")
 #: the perceptual networks (training/perceptual.py); ``auto``: vgg19 with --vgg-weights, yolox
 #: with --yolox-model, else the fallback.
 PERCEPTUAL_CHOICES = ("auto", "vgg19", "yolox", "fallback", "none")

@@ -29,6 +29,9 @@ TRAIN_DESCRIPTION = """\
 Train the MMDRFuse teacher and distil the 113-parameter student (see training/README.md).
 
     mmdrfuse train --data ../shared/data/roadscene --out runs/cpu --preset cpu
+    mmdrfuse train --data ../shared/data/roadscene --data ../shared/data/llvip/unlabelled \
+        --out runs/full --preset cpu-full          # the published student schedule, cached
+    mmdrfuse train --data ... --out runs/full --stage task --task-steps 300   # detector in the loop
     torchrun --nproc_per_node 4 training/train.py --data LLVIP --subdir train --out runs/paper \\
         --preset paper --vgg-weights vgg19.pth
 
@@ -72,6 +75,7 @@ FLAG_KEYS = {
     "device": "run.device",
     "threads": "run.threads",
     "checkpoint_every": "run.checkpoint_every",
+    "task_steps": "task.steps",
 }
 
 
@@ -109,6 +113,8 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
                    help="distil from this teacher checkpoint (ours, or a state dict in the "
                    "published teacher_net.py layout, any width) instead of training one; a "
                    "wrong layout is refused before any data is read")
+    p.add_argument("--start-student", type=Path, help="--stage task: the distilled student to "
+                   "tune (default: the run's student/student.pt)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out")
     p.add_argument("--overwrite", action="store_true", help="discard an earlier run in --out")
     p.add_argument("--print-config", action="store_true", help="print the resolved config, exit")
@@ -137,6 +143,8 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--device", help="auto, cpu, cuda or cuda:N")
     g.add_argument("--threads", type=int, help="torch CPU threads")
     g.add_argument("--checkpoint-every", type=int, help="also checkpoint every N steps")
+    g.add_argument("--task-steps", type=int, help="task stage steps (0: none; --stage task or "
+                   "both); its other settings: --set task.anchor=1 ...")
     g.add_argument("--no-distill", action="store_true",
                    help="ablation: no teacher at all (w_distill=0, conv2 not from the teacher)")
     g.add_argument("--no-refresh", action="store_true", help="ablation: no dynamic refresh")
@@ -194,16 +202,17 @@ def run_train(args: argparse.Namespace) -> int:
             raise ConfigError("--data and --out are required (see --help)")
         prepare_output(args.out, [args.data], "dir")
         summary = train(cfg, args.data, args.out, args.stage, args.teacher, args.resume,
-                        args.overwrite)
+                        args.overwrite, args.start_student)
     except TrainingInterrupted as exc:
         print(f"interrupted: {exc}", file=sys.stderr)
         return EXIT_INTERRUPTED
     except (TrainingInputError, OutputError) as exc:  # config, data, teacher, VGG weights,
         print(f"error: {exc}", file=sys.stderr)         # an unusable --out: nothing trained
         return EXIT_INPUT
-    student = summary.get("student")
-    if student:
-        print(f"student: {student['checkpoint']} (metadata {student['metadata']})")
+    for stage in ("student", "task"):
+        done = summary.get(stage)
+        if done:
+            print(f"{stage}: {done['checkpoint']} (metadata {done['metadata']})")
     return EXIT_OK
 
 

@@ -23,6 +23,7 @@ from mmdrfuse_ros.training.bank import BANK_DTYPES
 from mmdrfuse_ros.training.cache import CACHE_DTYPES
 from mmdrfuse_ros.training.losses import FUSION_TARGETS
 from mmdrfuse_ros.training.perceptual import FALLBACK_GAIN
+from mmdrfuse_ros.training.priors import STUDENT_PRIORS
 
 
 class ConfigError(TrainingInputError):
@@ -66,7 +67,13 @@ class TeacherConfig(StageConfig):
 @dataclass
 class StudentConfig(StageConfig):
     w_distill: float = 5.0
-    init_conv2_from_teacher: bool = True
+    init_conv2_from_teacher: bool = True  # published; not applied when a prior is named
+    prior: str = "none"  # a hand-set start (training/priors.py), e.g. tone
+
+    @property
+    def needs_teacher(self) -> bool:
+        """Distillation, or the published init of conv2 from the teacher (no prior named)."""
+        return self.w_distill > 0 or (self.init_conv2_from_teacher and self.prior == "none")
 
 
 @dataclass
@@ -80,6 +87,18 @@ class PerceptualConfig:
 @dataclass
 class BankConfig:
     dtype: str = "float16"
+
+
+@dataclass
+class TaskConfig:
+    """Task guidance after distillation (training/task.py); 0 steps: no task stage."""
+
+    steps: int = 0
+    lr: float = 5e-3
+    anchor: float = 1.0  # weight of L1 + gradient distance to the distilled student's output
+    frames_per_step: int = 2
+    max_frames: int | None = None  # evenly spread subset of the training frames
+    yolox_model: str | None = None  # default: the model the detector finds
 
 
 @dataclass
@@ -110,6 +129,7 @@ class TrainConfig:
     perceptual: PerceptualConfig = field(default_factory=PerceptualConfig)
     bank: BankConfig = field(default_factory=BankConfig)
     cache: CacheConfig = field(default_factory=CacheConfig)
+    task: TaskConfig = field(default_factory=TaskConfig)
     run: RunConfig = field(default_factory=RunConfig)
 
     def to_dict(self) -> dict[str, Any]:
@@ -134,6 +154,8 @@ class TrainConfig:
             for key in ("target_ir_gamma", "target_vis_gamma"):
                 value = getattr(s, key)
                 _check(value > 0 and math.isfinite(value), f"{name}.{key} must be > 0")
+        _check(self.student.prior in STUDENT_PRIORS,
+               f"student.prior must be one of {STUDENT_PRIORS}")
         _check(self.student.w_distill >= 0, "student.w_distill must be >= 0")
         _check(self.teacher.width > 0, "teacher.width must be > 0")
         _check(self.perceptual.network in PERCEPTUAL_CHOICES,
@@ -141,6 +163,12 @@ class TrainConfig:
         _check(self.perceptual.fallback_gain > 0, "perceptual.fallback_gain must be > 0")
         _check(self.bank.dtype in BANK_DTYPES, f"bank.dtype must be one of {BANK_DTYPES}")
         _check(self.cache.dtype in CACHE_DTYPES, f"cache.dtype must be one of {CACHE_DTYPES}")
+        t = self.task
+        _check(t.steps >= 0, "task.steps must be >= 0")
+        _check(t.lr > 0 and math.isfinite(t.lr), "task.lr must be > 0")
+        _check(t.anchor >= 0 and math.isfinite(t.anchor), "task.anchor must be >= 0")
+        _check(t.frames_per_step >= 1, "task.frames_per_step must be >= 1")
+        _check(t.max_frames is None or t.max_frames >= 1, "task.max_frames must be >= 1")
         _check(r.val_every >= 1, "run.val_every must be >= 1")
         _check(r.checkpoint_every >= 0, "run.checkpoint_every must be >= 0")
         _check(r.threads is None or r.threads >= 1, "run.threads must be >= 1")

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -220,6 +220,7 @@ class PreparedData:
     train_names: list[str]
     val_names: list[str]
     info: dict[str, Any]
+    train_pairs: list[Pair] = field(default_factory=list)  # the files (the task stage reads colour)
 
 
 def prepare_data(data_dir: str | Path | Sequence[str | Path], cfg: TrainConfig) -> PreparedData:
@@ -271,7 +272,8 @@ def prepare_data(data_dir: str | Path | Sequence[str | Path], cfg: TrainConfig) 
     if len(sources) > 1:
         info["sources"] = sources
         info["val_scenes"] = d.val_scenes
-    return PreparedData(patches, val_images, [p.name for p in train_pairs], val_names, info)
+    return PreparedData(patches, val_images, [p.name for p in train_pairs], val_names, info,
+                        train_pairs)
 
 
 # ----------------------------------------------------------------------------------------------

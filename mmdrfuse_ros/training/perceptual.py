@@ -220,16 +220,17 @@ class NoFeatures(FeatureNet):
         return []
 
 
-def _yolox_model(path: str | Path | None) -> Path:
-    """The YOLOX file for the ``yolox`` network: ``path``, else the detector's own search."""
+def yolox_model_path(path: str | Path | None, user: str = "perceptual network 'yolox'",
+                     flag: str = "--yolox-model") -> Path:
+    """The YOLOX file ``user`` needs: ``path``, else the detector's own search."""
     from mmdrfuse_ros.detection.models import FETCH_COMMAND, find_model
 
     found = find_model(path or "")
     if found is None or not found.is_file():
         where = f"{found} does not exist" if found else "none found where the detector looks"
         raise PerceptualError(
-            f"perceptual network 'yolox' needs a YOLOX ONNX file ({where}): pass --yolox-model "
-            f"PATH, or get YOLOX-Nano with `{FETCH_COMMAND}`")
+            f"{user} needs a YOLOX ONNX file ({where}): pass {flag} PATH, or get YOLOX-Nano "
+            f"with `{FETCH_COMMAND}`")
     return found
 
 
@@ -260,7 +261,7 @@ def build_feature_net(choice: str = "auto", vgg_weights: str | Path | None = Non
         net: FeatureNet = VGG19Features()
         net.load_torchvision(vgg_weights)
     elif choice == "yolox":
-        net = YoloxFeatures(_yolox_model(yolox_model))
+        net = YoloxFeatures(yolox_model_path(yolox_model))
     elif choice == "fallback":
         net = EdgePyramid(gain=fallback_gain)
         log.warning(

@@ -41,6 +41,7 @@ from mmdrfuse_ros.training.logs import (
     write_history,
 )
 from mmdrfuse_ros.training.perceptual import DEEP_STAGES, SHALLOW_STAGES, FeatureNet
+from mmdrfuse_ros.training.priors import prior_student
 from mmdrfuse_ros.training.teacher import TeacherNet
 
 log = logging.getLogger("mmdrfuse_ros.training")
@@ -100,7 +101,9 @@ class StageTrainer:
         else:
             assert isinstance(self.scfg, StudentConfig)
             self.net = StudentNet()
-            if self.scfg.init_conv2_from_teacher and teacher is not None:
+            if self.scfg.prior != "none":
+                self.net.load_state_dict(prior_student(self.scfg.prior).state_dict())
+            elif self.scfg.init_conv2_from_teacher and teacher is not None:
                 self.net.conv2[1].load_state_dict(teacher.conv00[1].state_dict())
         self.net.to(device)
         wrapped: nn.Module = _WithFeatures(self.net)

@@ -25,6 +25,7 @@ from mmdrfuse_ros.training.distributed import DistInfo, init_distributed
 from mmdrfuse_ros.training.export import export_onnx, export_student, onnx_max_difference
 from mmdrfuse_ros.training.perceptual import FeatureNet, build_feature_net
 from mmdrfuse_ros.training.stage import StageResult, StageTrainer
+from mmdrfuse_ros.training.task import TaskInputs, run_task_stage
 from mmdrfuse_ros.training.teacher import TeacherError, TeacherNet, load_teacher, save_teacher
 
 log = logging.getLogger("mmdrfuse_ros.training")
@@ -54,7 +55,7 @@ class _Run:
 def train(cfg: TrainConfig, data_dir: str | Path | list[str | Path], out_dir: str | Path,
           stage: str = "both",
           teacher_path: str | Path | None = None, resume: bool = False,
-          overwrite: bool = False) -> dict[str, Any]:
+          overwrite: bool = False, start_student: str | Path | None = None) -> dict[str, Any]:
     """Run the requested stage(s). Every input is checked before the first step.
 
     Raises ConfigError/DataError/TeacherError/PerceptualError (all ValueError) on bad input,
@@ -62,11 +63,13 @@ def train(cfg: TrainConfig, data_dir: str | Path | list[str | Path], out_dir: st
     """
     cfg.validate()
     out = Path(out_dir)
-    stages = _stages(stage, teacher_path, out, resume, overwrite)
+    stages = _stages(stage, cfg, teacher_path, out, resume, overwrite)
     # everything that can be wrong, before any training
     features = build_feature_net(cfg.perceptual.network, cfg.perceptual.vgg_weights,
                                  cfg.perceptual.fallback_gain, cfg.perceptual.yolox_model)
     teacher, teacher_meta = _given_teacher(cfg, stages, teacher_path, out)
+    task = TaskInputs.check(cfg.task, data_dir, out, start_student,
+                            "student" in stages) if "task" in stages else None
     data = prepare_data(data_dir, cfg)
 
     dist, device = init_distributed(cfg.run.device)
@@ -84,11 +87,13 @@ def train(cfg: TrainConfig, data_dir: str | Path | list[str | Path], out_dir: st
             summary["teacher"] = {k: teacher_meta.get(k) for k in _TEACHER_SUMMARY}
         if "student" in stages:
             s = cfg.student
-            use_teacher = teacher if (s.w_distill > 0 or s.init_conv2_from_teacher) else None
+            use_teacher = teacher if s.needs_teacher else None
             result = StageTrainer("student", cfg, data, out, features, device, dist,
                                   teacher=use_teacher).run(resume)
             if dist.main:
                 summary["student"] = _export(run, result, teacher_meta, use_teacher is not None)
+        if task is not None and dist.main:
+            summary["task"] = run_task_stage(cfg, data, out / "task", task)
     finally:
         if handler is not None:
             logging.getLogger("mmdrfuse_ros").removeHandler(handler)
@@ -98,12 +103,16 @@ def train(cfg: TrainConfig, data_dir: str | Path | list[str | Path], out_dir: st
     return summary
 
 
-def _stages(stage: str, teacher_path: str | Path | None, out: Path, resume: bool,
-            overwrite: bool) -> list[str]:
+def _stages(stage: str, cfg: TrainConfig, teacher_path: str | Path | None, out: Path,
+            resume: bool, overwrite: bool) -> list[str]:
     """The stages to run; ConfigError for an unknown stage or an --out holding a run."""
     if stage not in STAGES:
         raise ConfigError(f"stage {stage!r}: choose one of {STAGES}")
+    if stage == "task" and cfg.task.steps == 0:
+        raise ConfigError("--stage task needs task.steps > 0 (--task-steps N)")
     stages = ["teacher", "student"] if stage == "both" else [stage]
+    if stage == "both" and cfg.task.steps > 0:
+        stages.append("task")
     if teacher_path and "teacher" in stages:
         stages.remove("teacher")  # an external teacher replaces the teacher stage
     if not resume and not overwrite:
@@ -119,7 +128,7 @@ def _given_teacher(cfg: TrainConfig, stages: list[str], teacher_path: str | Path
     """The teacher the student needs when this run does not train one (checked up front)."""
     own_teacher = out / "teacher" / "teacher.pt"
     s = cfg.student
-    needs_teacher = "student" in stages and (s.w_distill > 0 or s.init_conv2_from_teacher)
+    needs_teacher = "student" in stages and s.needs_teacher
     if teacher_path:
         return load_teacher(teacher_path)
     if needs_teacher and "teacher" not in stages:
@@ -174,7 +183,9 @@ def _export(run: _Run, result: StageResult, teacher_meta: dict[str, Any], used_t
     training = {
         "recipe": "MMDRFuse: comprehensive loss"
                   + (" + digestible distillation" if distilled else "")
-                  + (" + dynamic refresh" if s.refresh else ""),
+                  + (" + dynamic refresh" if s.refresh else "")
+                  + (f", started from the hand-set '{s.prior}' prior" if s.prior != "none"
+                     else ""),
         "stage": cfg.to_dict()["student"],
         "perceptual": run.features.info(),
         "bank_dtype": cfg.bank.dtype if s.refresh else None,
