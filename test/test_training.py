@@ -405,7 +405,8 @@ def test_students_table_on_tiny_folders(synth, tmp_path) -> None:
     save_teacher(tmp_path / "teacher.pt", teacher, {})
     req = StudentsRequest([synth, llvip], [("ours", default_weights_path())],
                           ["raw", "percentile"], tmp_path / "published.model",
-                          flicker_frames=4, teachers=[("T", tmp_path / "teacher.pt")])
+                          flicker_frames=4, teachers=[("T", tmp_path / "teacher.pt")],
+                          grid=tmp_path / "grid.png")
     text, rows = compare(req)
     labels = [r.label for r in rows]
     assert labels == ["pixel average", "pixel max", "published student, authors' min-max",
@@ -420,6 +421,12 @@ def test_students_table_on_tiny_folders(synth, tmp_path) -> None:
     assert all(set(r.metrics["all"]) == {"EN", "SD", "SF", "MI", "SCD", "VIF", "Qabf", "SSIM"}
                for r in rows)
     assert "YOLOX AP not measured" in text
+    # the picture grid: a header, then 2 frames of each of the 2 folders; 4 columns of 320 px
+    grid = cv2.imread(str(tmp_path / "grid.png"))
+    assert grid.shape[1] == 4 * 320 and grid.shape[0] > 28 + 3 * 16
+    assert f"Pictures: {tmp_path / 'grid.png'}" in text
+    published_tile = grid[40:60, 2 * 320:3 * 320]
+    assert published_tile.std() > 0  # a fused picture, not an empty tile
 
 
 def test_students_cli_refuses_bad_input(synth, tmp_path, capsys) -> None:
@@ -440,15 +447,31 @@ def test_students_cli_refuses_bad_input(synth, tmp_path, capsys) -> None:
     ok = parser.parse_args(["--data", str(synth), "--mappings", "raw", "--flicker-frames", "0",
                             "--out", str(out)])
     assert run_students(ok) == 0 and "| shipped student, raw |" in out.read_text()
+    onto_input = parser.parse_args(["--data", str(synth), "--flicker-frames", "0",
+                                    "--grid", str(next((synth / "ir").iterdir()))])
+    assert run_students(onto_input) == 2 and "--grid" in capsys.readouterr().err
 
 
 def test_students_markdown_shows_the_ap_interval_only_when_measured() -> None:
     from mmdrfuse_ros.training.students import Row, markdown
 
     metrics = {"all": dict.fromkeys(("EN", "SD", "SF", "MI", "SCD", "VIF", "Qabf", "SSIM"), 1.0)}
-    ref = Row("ref", np.maximum, 113, metrics, 0.8, (0.7, 0.9))
-    other = Row("other", np.maximum, 0, metrics)
+    ref = Row("ref", np.maximum, 113, metrics, 0.8, (0.7, 0.9), {"all": 6.2})
+    other = Row("other", np.maximum, 0, metrics, en_min={"all": 6.5})
     text = markdown([ref, other], "all", ref)
-    assert "AP@0.5 95% interval" in text and "| 0.800 | 0.70..0.90 | - |" in text
-    assert "| other | 0 |" in text and "| - | - | 8/8 |" in text
+    assert "AP@0.5 95% interval" in text and "| 6.20 | 0.800 | 0.70..0.90 | - | - |" in text
+    assert "| other | 0 |" in text and "| - | - | 8/8 | no: AP not measured |" in text
     assert "interval" not in markdown([other], "all", None)
+
+
+def test_the_ship_rule_names_what_fails() -> None:
+    from mmdrfuse_ros.training.students import Row, ship_rule
+
+    keys = ("EN", "SD", "SF", "MI", "SCD", "VIF", "Qabf", "SSIM")
+    ref = Row("ref", np.maximum, 113, {"all": dict.fromkeys(keys, 1.0)}, 0.8, None, {"all": 6.2})
+    good = Row("good", np.maximum, 113, {"all": dict.fromkeys(keys, 1.0)}, 0.8, None,
+               {"all": 6.0})
+    assert ship_rule(good, ref) == "yes"
+    two_down = {**dict.fromkeys(keys, 1.0), "SSIM": 0.9, "VIF": 0.5}
+    flat = Row("flat", np.maximum, 113, {"all": two_down}, 0.79, None, {"all": 1.6})
+    assert ship_rule(flat, ref) == "no: EN 1.60 < 6 on an image; 6/8 < 7/8; AP 0.790 < 0.800"

@@ -268,6 +268,8 @@ def add_students_arguments(p: argparse.ArgumentParser) -> None:
                    "for the YOLOX AP column")
     p.add_argument("--yolox", default="", help="YOLOX ONNX model (default: discovered)")
     p.add_argument("--flicker-frames", type=int, default=24, help="0: no flicker table")
+    p.add_argument("--grid", type=Path, help="also write a PNG: thermal | visible | published "
+                   "student | each student (minmax), two held-out frames of each data folder")
     _add_table_outputs(p, "write the Markdown here (default: stdout)")
 
 
@@ -289,8 +291,10 @@ def run_students(args: argparse.Namespace) -> int:
         return EXIT_INPUT
 
     def tables() -> tuple[str, str]:
+        if args.grid:
+            prepare_output(args.grid, inputs, "file", flag="--grid")
         req = StudentsRequest(args.data, students, mappings, args.published, args.labelled,
-                              args.yolox, args.flicker_frames, teachers)
+                              args.yolox, args.flicker_frames, teachers, args.grid)
         text, rows = compare(req, progress=lambda label: print(f"scored {label}",
                                                                 file=sys.stderr))
         return text, json.dumps([{"label": r.label, "params": r.params, "metrics": r.metrics,
