@@ -137,42 +137,68 @@ def _gaussian_window(size: int, sigma: float, like: torch.Tensor) -> torch.Tenso
     return g / g.sum()
 
 
-def ssim_per_sample(a: torch.Tensor, b: torch.Tensor, data_range: float = 1.0) -> torch.Tensor:
-    """Mean SSIM per sample (``[B]``), Gaussian 11x11 window (smaller for tiny images), valid."""
+def _band(n: int, window: torch.Tensor) -> torch.Tensor:
+    """``[n - k + 1, n]`` matrix whose rows slide ``window`` (length k) along ``n`` (valid)."""
+    k = len(window)
+    return torch.stack([F.pad(window, (i, n - k - i)) for i in range(n - k + 1)])
+
+
+def _ssim_to_each(a: torch.Tensor, others: Sequence[torch.Tensor], data_range: float
+                  ) -> list[torch.Tensor]:
+    """Mean SSIM per sample of ``a`` to each of ``others``; ``a``'s statistics computed once.
+
+    The separable Gaussian is two products with banded matrices: the same sums as a valid
+    convolution, and about twice as fast as one on single-channel images on the CPU.
+    """
     size = min(SSIM_WINDOW, a.shape[-2], a.shape[-1])
     g = _gaussian_window(size, SSIM_SIGMA, a)
-    c = a.shape[1]
-    wy = g.view(1, 1, size, 1).expand(c, 1, size, 1)
-    wx = g.view(1, 1, 1, size).expand(c, 1, 1, size)
+    rows, cols = _band(a.shape[-2], g), _band(a.shape[-1], g).T
 
-    def blur(t: torch.Tensor) -> torch.Tensor:  # separable Gaussian, no padding
-        return F.conv2d(F.conv2d(t, wy, groups=c), wx, groups=c)
+    def blur(t: torch.Tensor) -> torch.Tensor:
+        return rows @ t @ cols
 
     c1 = (0.01 * data_range) ** 2
     c2 = (0.03 * data_range) ** 2
-    mu_a, mu_b = blur(a), blur(b)
+    mu_a = blur(a)
     var_a = blur(a * a) - mu_a**2
-    var_b = blur(b * b) - mu_b**2
-    cov = blur(a * b) - mu_a * mu_b
-    ssim_map = ((2 * mu_a * mu_b + c1) * (2 * cov + c2)) / (
-        (mu_a**2 + mu_b**2 + c1) * (var_a + var_b + c2)
-    )
-    return ssim_map.flatten(1).mean(dim=1)
+    result = []
+    for b in others:
+        mu_b = blur(b)
+        var_b = blur(b * b) - mu_b**2
+        cov = blur(a * b) - mu_a * mu_b
+        ssim_map = ((2 * mu_a * mu_b + c1) * (2 * cov + c2)) / (
+            (mu_a**2 + mu_b**2 + c1) * (var_a + var_b + c2)
+        )
+        result.append(ssim_map.flatten(1).mean(dim=1))
+    return result
+
+
+def ssim_per_sample(a: torch.Tensor, b: torch.Tensor, data_range: float = 1.0) -> torch.Tensor:
+    """Mean SSIM per sample (``[B]``), Gaussian 11x11 window (smaller for tiny images), valid."""
+    return _ssim_to_each(a, [b], data_range)[0]
+
+
+def _gmsd_to_each(a: torch.Tensor, others: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+    """GMSD per sample of ``a`` to each of ``others``; ``a``'s gradient magnitude once."""
+    kx = _kernel(_PREWITT_X, a)
+    ky = kx.transpose(2, 3)
+
+    def magnitude_sq(t: torch.Tensor) -> torch.Tensor:
+        t = F.avg_pool2d(t * 255.0, 2)  # = the 2x2 mean filter, then every second pixel
+        return F.conv2d(t, kx) ** 2 + F.conv2d(t, ky) ** 2
+
+    ma = magnitude_sq(a)
+    result = []
+    for b in others:
+        mb = magnitude_sq(b)
+        gms = (2 * ma.sqrt() * mb.sqrt() + GMSD_C) / (ma + mb + GMSD_C)
+        result.append(gms.flatten(1).std(dim=1))
+    return result
 
 
 def gmsd_per_sample(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """GMSD per sample (``[B]``, lower is better) on the 0..255 scale; inputs in [0, 1]."""
-    kx = _kernel(_PREWITT_X, a)
-    ky = kx.transpose(2, 3)
-    mean2 = torch.full((1, 1, 2, 2), 0.25, dtype=a.dtype, device=a.device)
-
-    def magnitude_sq(t: torch.Tensor) -> torch.Tensor:
-        t = F.conv2d(t * 255.0, mean2)[:, :, ::2, ::2]
-        return F.conv2d(t, kx) ** 2 + F.conv2d(t, ky) ** 2
-
-    ma, mb = magnitude_sq(a), magnitude_sq(b)
-    gms = (2 * ma.sqrt() * mb.sqrt() + GMSD_C) / (ma + mb + GMSD_C)
-    return gms.flatten(1).std(dim=1)
+    return _gmsd_to_each(a, [b])[0]
 
 
 def fusion_scores(
@@ -181,8 +207,10 @@ def fusion_scores(
     """The bank's two judges, per sample: (SSIM(F,IR)+SSIM(F,VIS), GMSD(F,IR)+GMSD(F,VIS))."""
     with torch.no_grad():
         f = fused.clamp(0.0, 1.0)
-        ssim = ssim_per_sample(f, ir) + ssim_per_sample(f, vis)
-        gmsd = gmsd_per_sample(f, ir) + gmsd_per_sample(f, vis)
+        ssim_ir, ssim_vis = _ssim_to_each(f, [ir, vis], 1.0)
+        ssim = ssim_ir + ssim_vis
+        gmsd_ir, gmsd_vis = _gmsd_to_each(f, [ir, vis])
+        gmsd = gmsd_ir + gmsd_vis
     return ssim, gmsd
 
 
