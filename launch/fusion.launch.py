@@ -115,7 +115,8 @@ def argument_table(config: Path) -> tuple[tuple[str, str, str], ...]:
          "the boxes drawn (its publish_image parameter)"),
         ("use_sim_time", "false", "use /clock (bag replay with ros2 bag play --clock)"),
         ("device", "", "fusion device: '' (auto), cpu, cuda, cuda:N"),
-        ("weights", "", "student checkpoint; '' = the shipped default"),
+        ("weights", "", "student checkpoint path, or a shipped student: '' = default (best on the "
+         "picture), detection (best for the pedestrian detector)"),
         ("autostart", "true", "the fusion node configures and activates itself"),
         ("namespace", "", "namespace of both nodes"),
         ("thermal_topic", topics.THERMAL_IMAGE, "thermal image input"),

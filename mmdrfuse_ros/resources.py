@@ -14,6 +14,10 @@ from pathlib import Path
 
 PACKAGE = "mmdrfuse_ros"
 DEFAULT_WEIGHTS_NAME = "student_default.pt"
+#: the students shipped inside the package, by the name ``weights`` may give instead of a path:
+#: ``default`` (best on the picture, docs/TRAINING_RESULTS.md) and ``detection`` (best for the
+#: detector, for detector-first users: ``weights:=detection``).
+SHIPPED_WEIGHTS = {"default": DEFAULT_WEIGHTS_NAME, "detection": "student_detection.pt"}
 
 
 def share_dir() -> Path | None:
@@ -48,4 +52,10 @@ def config_path(name: str) -> Path:
 
 def default_weights_path() -> Path:
     """The shipped student checkpoint, inside the Python package."""
-    return Path(str(resources.files(f"{PACKAGE}.fusion").joinpath("weights", DEFAULT_WEIGHTS_NAME)))
+    return shipped_weights_path("default")
+
+
+def shipped_weights_path(name: str) -> Path:
+    """A shipped student by its name in :data:`SHIPPED_WEIGHTS` (KeyError for another name)."""
+    return Path(str(resources.files(f"{PACKAGE}.fusion").joinpath("weights",
+                                                                   SHIPPED_WEIGHTS[name])))

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from ..resources import default_weights_path
+from ..resources import SHIPPED_WEIGHTS, default_weights_path, shipped_weights_path
 from .backends import Backend, apply_thread_budget, check_backend_device, create_backend
 from .geometry import ThermalRegistration, validate_homography
 from .model import Checkpoint, CheckpointError, load_checkpoint
@@ -108,11 +108,15 @@ def _pair(name: str, value: Sequence[float]) -> tuple[float, float]:
 
 
 def load_weights(weights: str | Path | None) -> tuple[Path, Checkpoint]:
-    """The checkpoint at ``weights`` (None: the shipped default) and its path.
+    """The checkpoint at ``weights`` (None: the shipped default; a name of
+    :data:`~mmdrfuse_ros.resources.SHIPPED_WEIGHTS`: that shipped student) and its path.
 
     CheckpointError (a ValueError) says why the file cannot be used.
     """
-    path = Path(weights).expanduser() if weights else default_weights_path()
+    if isinstance(weights, str) and weights in SHIPPED_WEIGHTS:
+        path = shipped_weights_path(weights)
+    else:
+        path = Path(weights).expanduser() if weights else default_weights_path()
     if not path.exists():
         raise CheckpointError(f"weights file {str(path)!r} not found: the path does not exist")
     return path, load_checkpoint(path)

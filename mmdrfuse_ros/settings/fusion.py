@@ -41,7 +41,8 @@ FUSION_PARAMS: tuple[Param, ...] = (
           "cpu-fast", choices=BACKENDS, live=True),
     Param("device", "", "'' or auto, cpu, cuda, cuda:N (the torch backend)", live=True),
     Param("fp16", False, "half precision on CUDA", live=True),
-    Param("weights", "", "student checkpoint path; '' = the shipped default", live=True),
+    Param("weights", "", "student checkpoint path, or a shipped student by name: '' or "
+          "'default' (best on the picture), 'detection' (best for the detector)", live=True),
     Param("thermal_norm", "percentile", "thermal to [0,1]: percentile (per frame, smoothed), "
           "fixed (thermal_window), minmax, or auto (8-bit fixed, else percentile)",
           choices=THERMAL_NORMS, live=True),

@@ -298,8 +298,8 @@ def run_students(args: argparse.Namespace) -> int:
         text, rows = compare(req, progress=lambda label: print(f"scored {label}",
                                                                 file=sys.stderr))
         return text, json.dumps([{"label": r.label, "params": r.params, "metrics": r.metrics,
-                                  "AP50": r.ap50, "AP50_interval": r.ap50_ci} for r in rows],
-                          indent=1)
+                                  "EN_min": r.en_min, "AP50": r.ap50,
+                                  "AP50_interval": r.ap50_ci} for r in rows], indent=1)
 
     inputs = [*args.data, args.published, args.labelled,
               *(path for _, path in students + teachers)]

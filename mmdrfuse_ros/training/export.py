@@ -79,10 +79,12 @@ def scrub_paths(value: Any) -> Any:
 
 def install_default(source: str | Path, destination: str | Path | None = None,
                     data_name: str | None = None,
-                    validation_table: list[dict[str, Any]] | None = None) -> tuple[Path, Path]:
-    """Copy a trained student (and its metadata) to the package default, or ``destination``;
-    ``validation_table``: the rows of ``mmdrfuse students --json`` to record beside it."""
-    from mmdrfuse_ros.resources import default_weights_path
+                    validation_table: list[dict[str, Any]] | None = None,
+                    name: str = "default", reproduce: str | None = None) -> tuple[Path, Path]:
+    """Copy a trained student (and its metadata) to the shipped student ``name`` (``default``,
+    ``detection``), or ``destination``; ``validation_table``: the rows of ``mmdrfuse students
+    --json`` to record beside it; ``reproduce``: the command that trains it from the data."""
+    from mmdrfuse_ros.resources import shipped_weights_path
 
     ckpt = load_checkpoint(source)
     if ckpt.source_format != "mmdrfuse_ros.student" or not ckpt.meta.get("validation"):
@@ -95,7 +97,9 @@ def install_default(source: str | Path, destination: str | Path | None = None,
     meta.pop("parameters", None)
     if validation_table is not None:
         meta["validation_table"] = scrub_paths(validation_table)
-    return export_student(destination or default_weights_path(), ckpt.build(),
+    if reproduce:
+        meta["reproduce"] = reproduce
+    return export_student(destination or shipped_weights_path(name), ckpt.build(),
                           training=meta.pop("training"), data=data,
                           validation=meta.pop("validation"), **meta)
 
@@ -104,9 +108,13 @@ def main(argv: list[str] | None = None) -> int:
     import argparse
     import sys
 
+    from mmdrfuse_ros.resources import SHIPPED_WEIGHTS
+
     p = argparse.ArgumentParser(description="Export a trained student: package default or ONNX.")
     p.add_argument("student", type=Path, help="student.pt written by mmdrfuse train")
-    p.add_argument("--install", action="store_true", help="make it the package's default weights")
+    p.add_argument("--install", nargs="?", const="default", choices=sorted(SHIPPED_WEIGHTS),
+                   help="make it a shipped student: default (no value), or detection")
+    p.add_argument("--reproduce", help="the command that trains it from the data (metadata)")
     p.add_argument("--data-name", help="data set name/citation to record in the metadata")
     p.add_argument("--validation-json", type=Path,
                    help="rows of `mmdrfuse students --json` to record in the metadata")
@@ -117,7 +125,8 @@ def main(argv: list[str] | None = None) -> int:
             table = (json.loads(args.validation_json.read_text()) if args.validation_json
                      else None)
             pt, js = install_default(args.student, data_name=args.data_name,
-                                     validation_table=table)
+                                     validation_table=table, name=args.install,
+                                     reproduce=args.reproduce)
             print(f"installed {pt} and {js}")
         if args.onnx:
             net = load_checkpoint(args.student).build()
