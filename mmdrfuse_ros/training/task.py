@@ -161,14 +161,18 @@ def tune(start: StudentNet, frames: Sequence[TaskFrame], score: PersonScore, *, 
 
 
 def task_metadata(settings: dict[str, Any], start_path: Path, model: Path, frames: int,
-                  history: list[dict[str, float]]) -> dict[str, Any]:
-    """What the tuned checkpoint records of its task stage."""
+                  history: list[dict[str, float]], run_dir: Path) -> dict[str, Any]:
+    """What the tuned checkpoint records of its task stage (the start relative to the run)."""
     first, last = history[0], history[-1]
+    try:
+        start = start_path.resolve().relative_to(run_dir.resolve()).as_posix()
+    except ValueError:
+        start = recorded_path(start_path)
     return {
         "recipe": "task guidance: YOLOX person scores in the loop, one-sided per grid cell, "
                   "anchored to the distilled student's output",
         "settings": settings,
-        "start": recorded_path(start_path),
+        "start": start,
         "detector": recorded_path(model),
         "frames": frames,
         "labelled_frames_used": 0,
@@ -230,7 +234,8 @@ def run_task_stage(cfg: TrainConfig, data: PreparedData, out: Path, inputs: Task
     recipe = training.get("recipe", "student")
     training["recipe"] = f"{recipe} + task guidance (detector in the loop)"
     training["task"] = {**task_metadata(dataclasses.asdict(t), inputs.start, inputs.model,
-                                        len(frames), history), "train_seconds": seconds}
+                                        len(frames), history, out.parent),
+                        "train_seconds": seconds}
     out.mkdir(parents=True, exist_ok=True)
     (out / "steps.json").write_text(json.dumps(history))
     pt, meta_json = export_student(out / "student.pt", net, training=training,
