@@ -10,7 +10,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-WEIGHTS_HELP = "student checkpoint (default: shipped weights)"
+WEIGHTS_HELP = ("student checkpoint, or a shipped student: default (best on the picture, used when "
+                "omitted) or detection (best for the pedestrian detector)")
 
 
 def add_pair_inputs(p: argparse.ArgumentParser, ir_help: str, vis_help: str, *,

@@ -113,8 +113,8 @@ def load_weights(weights: str | Path | None) -> tuple[Path, Checkpoint]:
 
     CheckpointError (a ValueError) says why the file cannot be used.
     """
-    if isinstance(weights, str) and weights in SHIPPED_WEIGHTS:
-        path = shipped_weights_path(weights)
+    if weights is not None and str(weights) in SHIPPED_WEIGHTS:  # a name (./default: a file)
+        path = shipped_weights_path(str(weights))
     else:
         path = Path(weights).expanduser() if weights else default_weights_path()
     if not path.exists():
