@@ -155,20 +155,14 @@ class StageTrainer:
         common = dict(patches=self.data.patches, dtype=c.dtype, device=self.device,
                       main=self.dist.main, barrier=self.dist.barrier)
         if self.scfg.w_perceptual > 0 and self.features.kind != "none":
-            def perceptual(ir: torch.Tensor, vi: torch.Tensor) -> list[torch.Tensor]:
-                return losses.perceptual_targets(self.features(ir), self.features(vi))
             key = patches + network_key(self.features, self.features.kind)
-            self.perceptual_cache = open_or_fill(directory, "perceptual", key, compute=perceptual,
-                                                 **common)
+            self.perceptual_cache = open_or_fill(directory, "perceptual", key,
+                                                 compute=self._source_targets, **common)
         if self.distilling:
-            teacher = self.teacher
-            assert teacher is not None
-
-            def teacher_maps(ir: torch.Tensor, vi: torch.Tensor) -> list[torch.Tensor]:
-                return losses.distill_maps(*teacher.forward_with_features(torch.cat([ir, vi], 1)))
-            key = patches + network_key(teacher, "teacher")
-            self.teacher_cache = open_or_fill(directory, "teacher", key, compute=teacher_maps,
-                                              **common)
+            assert self.teacher is not None
+            key = patches + network_key(self.teacher, "teacher")
+            self.teacher_cache = open_or_fill(directory, "teacher", key,
+                                              compute=self._teacher_targets, **common)
 
     def _save_state(self) -> None:
         """Checkpoint everything a resume needs; rank 0 only, after all ranks reach it."""
@@ -226,11 +220,16 @@ class StageTrainer:
         weights = {"intensity": s.w_intensity, "gradient": s.w_gradient}
         out_feats = self.features(out) if (s.w_perceptual > 0 or s.refresh) else []
         if s.w_perceptual > 0 and out_feats:
-            targets = self._perceptual_targets(idx, ir, vi)
+            cache = self.perceptual_cache
+            targets = (cache.read(idx, self.device) if cache is not None
+                       else self._source_targets(ir, vi))
             terms["perceptual"] = losses.perceptual_loss_to(out_feats, targets)
             weights["perceptual"] = s.w_perceptual
         if self.distilling:
-            terms["distill"] = losses.distillation_loss([feats, out], self._teacher_maps(idx, x))
+            cache = self.teacher_cache
+            t_maps = (cache.read(idx, self.device) if cache is not None
+                      else self._teacher_targets(ir, vi))
+            terms["distill"] = losses.distillation_loss([feats, out], t_maps)
             weights["distill"] = self.cfg.student.w_distill
         counts: dict[str, float] = {}
         if self.bank is not None:
@@ -246,19 +245,16 @@ class StageTrainer:
         row.update(counts)
         return row
 
-    def _perceptual_targets(self, idx: np.ndarray, ir: torch.Tensor, vi: torch.Tensor
-                            ) -> list[torch.Tensor]:
-        if self.perceptual_cache is not None:
-            return self.perceptual_cache.read(idx, self.device)
+    def _source_targets(self, ir: torch.Tensor, vi: torch.Tensor) -> list[torch.Tensor]:
+        """max(phi(IR), phi(VIS)) per stage: fixed per patch, read from the cache when on."""
         with torch.no_grad():
             return losses.perceptual_targets(self.features(ir), self.features(vi))
 
-    def _teacher_maps(self, idx: np.ndarray, x: torch.Tensor) -> list[torch.Tensor]:
-        if self.teacher_cache is not None:
-            return self.teacher_cache.read(idx, self.device)
+    def _teacher_targets(self, ir: torch.Tensor, vi: torch.Tensor) -> list[torch.Tensor]:
+        """The frozen teacher's distillation maps: fixed per patch, read from the cache when on."""
         assert self.teacher is not None
         with torch.no_grad():
-            return losses.distill_maps(*self.teacher.forward_with_features(x))
+            return losses.distill_maps(*self.teacher.forward_with_features(torch.cat([ir, vi], 1)))
 
     def _refresh(self, idx: np.ndarray, hflip: np.ndarray, vflip: np.ndarray, ir: torch.Tensor,
                  vi: torch.Tensor, out: torch.Tensor, out_feats: list[torch.Tensor],
