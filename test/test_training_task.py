@@ -111,6 +111,9 @@ def test_labelled_data_missing_student_and_zero_steps_are_refused(synth, detecto
     assert not (tmp_path / "a").exists()  # refused before anything was written
     with pytest.raises(TaskError, match="distilled student"):
         train(_config(detector), synth, tmp_path / "b", stage="task")
+    with pytest.raises(TaskError, match="where the task stage writes"):
+        train(_config(detector), synth, tmp_path / "e", stage="task",
+              start_student=tmp_path / "e" / "task" / "student.pt")
     with pytest.raises(ConfigError, match=r"task\.steps"):
         train(_config(detector, steps=0), synth, tmp_path / "c", stage="task")
     with pytest.raises(TaskError, match="YOLOX"):

@@ -202,6 +202,9 @@ class TaskInputs:
         except PerceptualError as exc:
             raise TaskError(str(exc)) from None
         start_path = Path(start) if start else out / "student" / "student.pt"
+        if start_path.resolve() == (out / "task" / "student.pt").resolve():
+            raise TaskError(f"--start-student {start_path} is where the task stage writes its "
+                            "result: copy it elsewhere first, or use another --out")
         if not trains_student:
             try:
                 load_checkpoint(start_path)
